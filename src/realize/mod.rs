@@ -1,0 +1,422 @@
+//! The realizer: builds what a plan says is missing, at most `-j` at once, and registers each
+//! output once its build has succeeded.
+//!
+//! Each build runs under a per-path lock: a second realizer that needs the same path waits,
+//! then finds it valid (validity is re-checked under the lock) instead of building it again.
+//! Failed and interrupted builds are recorded but never registered; their staging directory
+//! and log stay for `kdbuild log`. A rerun builds only what is still missing.
+
+pub mod plan;
+pub mod results;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use plan::{Plan, PlanNode, Reason};
+
+use crate::derivation::Input;
+use crate::executor::local::LocalExecutor;
+use crate::executor::{Job, JobEnd};
+use crate::pipeline::Node;
+use crate::stage::Registry;
+use crate::store::db::now_ms;
+use crate::store::{BuildRecord, PathLock, Store, StoreError};
+
+/// How to realize.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Builds at once.
+    pub jobs: usize,
+    /// Go on with independent builds after a failure.
+    pub keep_going: bool,
+}
+
+/// How one build ended, as the realizer reports it.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Built and registered.
+    Built,
+    /// Another realizer built it while this one waited for the lock.
+    AlreadyValid,
+    /// The build failed; nothing was registered.
+    Failed {
+        message: String,
+        log: PathBuf,
+        tail: String,
+    },
+    /// Not attempted because an input failed.
+    DependencyFailed(String),
+    /// Stopped by Ctrl-C or SIGTERM; nothing was registered.
+    Interrupted,
+}
+
+/// Receives the realizer's progress (the CLI draws bars or prints lines).
+pub trait Reporter {
+    fn start(&mut self, total: usize);
+    fn started(&mut self, target: &str);
+    fn finished(&mut self, target: &str, seconds: f64, outcome: &Outcome);
+}
+
+/// What a realize did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub built: usize,
+    pub already_valid: usize,
+    pub failed: Vec<String>,
+    pub skipped: Vec<String>,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && !self.interrupted
+    }
+}
+
+/// Errors that stop the realizer itself (not a failed build, which is an [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RealizeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the build runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Builds every node of `plan` marked `build`. `store` is shared with the build tasks.
+pub fn run(
+    store: Arc<Mutex<Store>>,
+    plan: &Plan,
+    registry: &Arc<Registry>,
+    opts: &Options,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary, RealizeError> {
+    let to_build = plan.to_build();
+    {
+        let mut s = store.lock().expect("store lock");
+        record_derivations(&mut s, plan, &to_build)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RealizeError::Runtime)?;
+    let root = store.lock().expect("store lock").root().to_path_buf();
+    let executor = LocalExecutor::new(&root).map_err(RealizeError::Runtime)?;
+    rt.block_on(schedule(
+        store, plan, registry, opts, reporter, executor, to_build,
+    ))
+}
+
+/// Writes the derivation files and rows of everything about to be built.
+fn record_derivations(
+    store: &mut Store,
+    plan: &Plan,
+    to_build: &[usize],
+) -> Result<(), StoreError> {
+    for &i in to_build {
+        let node = &plan.inst.nodes[i];
+        store.write_derivation(&node.hash, &node.drv)?;
+    }
+    let root = store.root().to_path_buf();
+    store
+        .db
+        .write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO derivations (drv_hash, target, stage, kind, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut inp = tx.prepare_cached(
+                "INSERT OR IGNORE INTO drv_inputs (drv_hash, name, input, content) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let now = now_ms();
+            for &i in to_build {
+                let node = &plan.inst.nodes[i];
+                let h = node.hash.to_string();
+                st.execute(rusqlite::params![h, node.drv.name, node.drv.stage, node.drv.kind, now])?;
+                for (name, input) in &node.drv.inputs {
+                    let (what, content) = match input {
+                        Input::Derivation { .. } => (
+                            input.store_path().map(|p| p.to_string()).unwrap_or_default(),
+                            None,
+                        ),
+                        Input::Source { name, content, .. } => {
+                            (format!("source:{name}"), Some(content.to_string()))
+                        }
+                    };
+                    inp.execute(rusqlite::params![h, name, what, content])?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| StoreError::db(&root, e))
+}
+
+async fn schedule(
+    store: Arc<Mutex<Store>>,
+    plan: &Plan,
+    registry: &Arc<Registry>,
+    opts: &Options,
+    reporter: &mut dyn Reporter,
+    executor: LocalExecutor,
+    to_build: Vec<usize>,
+) -> Result<Summary, RealizeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let n = plan.inst.nodes.len();
+    let mut waiting_on = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &i in &to_build {
+        for (_, d) in &plan.inst.nodes[i].deps {
+            if plan.nodes[*d].build {
+                waiting_on[i] += 1;
+                dependents[*d].push(i);
+            }
+        }
+    }
+    let mut ready: VecDeque<usize> = to_build
+        .iter()
+        .copied()
+        .filter(|&i| waiting_on[i] == 0)
+        .collect();
+    let mut blocked = vec![false; n];
+    let mut summary = Summary::default();
+    reporter.start(to_build.len());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RealizeError::Runtime)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RealizeError::Runtime)?;
+    let mut running: JoinSet<(usize, Outcome, f64)> = JoinSet::new();
+    let mut stopping = false;
+
+    loop {
+        while !stopping && running.len() < opts.jobs.max(1) {
+            let Some(i) = ready.pop_front() else { break };
+            let node = plan.inst.nodes[i].clone();
+            reporter.started(&node.drv.name);
+            let task = BuildTask {
+                store: store.clone(),
+                registry: registry.clone(),
+                executor: executor.clone(),
+                stop: stop_rx.clone(),
+            };
+            running.spawn(async move {
+                let t0 = Instant::now();
+                let outcome = task.build(&node).await;
+                (i, outcome, t0.elapsed().as_secs_f64())
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                let Some(joined) = joined else { continue };
+                let (i, outcome, secs) = match joined {
+                    Ok(v) => v,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                let name = plan.inst.nodes[i].drv.name.clone();
+                reporter.finished(&name, secs, &outcome);
+                match &outcome {
+                    Outcome::Built | Outcome::AlreadyValid => {
+                        if matches!(outcome, Outcome::Built) {
+                            summary.built += 1;
+                        } else {
+                            summary.already_valid += 1;
+                        }
+                        for &d in &dependents[i] {
+                            waiting_on[d] -= 1;
+                            if waiting_on[d] == 0 && !blocked[d] {
+                                ready.push_back(d);
+                            }
+                        }
+                    }
+                    Outcome::Failed { .. } => {
+                        summary.failed.push(name.clone());
+                        for d in block_dependents(i, &dependents, &mut blocked) {
+                            let dn = plan.inst.nodes[d].drv.name.clone();
+                            reporter.finished(&dn, 0.0, &Outcome::DependencyFailed(name.clone()));
+                            summary.skipped.push(dn);
+                        }
+                        if !opts.keep_going {
+                            stopping = true;
+                        }
+                    }
+                    Outcome::Interrupted => summary.interrupted = true,
+                    Outcome::DependencyFailed(_) => {}
+                }
+            }
+            _ = sigint.recv() => { stopping = true; summary.interrupted = true; let _ = stop_tx.send(true); }
+            _ = sigterm.recv() => { stopping = true; summary.interrupted = true; let _ = stop_tx.send(true); }
+        }
+    }
+    Ok(summary)
+}
+
+/// Marks everything downstream of failed node `i` as blocked; returns the newly blocked.
+fn block_dependents(i: usize, dependents: &[Vec<usize>], blocked: &mut [bool]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut stack = dependents[i].clone();
+    while let Some(d) = stack.pop() {
+        if blocked[d] {
+            continue;
+        }
+        blocked[d] = true;
+        out.push(d);
+        stack.extend(dependents[d].iter().copied());
+    }
+    out.sort_unstable();
+    out
+}
+
+/// What one build needs, cloned into its task.
+struct BuildTask {
+    store: Arc<Mutex<Store>>,
+    registry: Arc<Registry>,
+    executor: LocalExecutor,
+    stop: watch::Receiver<bool>,
+}
+
+impl BuildTask {
+    async fn build(self, node: &Node) -> Outcome {
+        match self.try_build(node).await {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed {
+                message: e.to_string(),
+                log: PathBuf::new(),
+                tail: String::new(),
+            },
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut self.store.lock().expect("store lock"))
+    }
+
+    async fn try_build(&self, node: &Node) -> Result<Outcome, StoreError> {
+        let lock_path = self.with_store(|s| s.lock_file(&node.hash));
+        let _lock = match PathLock::try_exclusive(&lock_path)? {
+            Some(l) => l,
+            None => {
+                let p = lock_path.clone();
+                tokio::task::spawn_blocking(move || PathLock::exclusive(&p))
+                    .await
+                    .expect("lock task")?
+            }
+        };
+        if self.stopped() {
+            return Ok(Outcome::Interrupted);
+        }
+        let (valid, attempt) = self.with_store(|s| -> Result<_, StoreError> {
+            let db_err = |e| StoreError::db(s.root(), e);
+            let valid = s.db.is_valid(&node.path).map_err(db_err)?;
+            let attempt = s.db.next_attempt(&node.hash.to_string()).map_err(db_err)?;
+            Ok((valid, attempt))
+        })?;
+        if valid {
+            return Ok(Outcome::AlreadyValid);
+        }
+        let job = self.with_store(|s| Job {
+            drv_hash: node.hash,
+            path: node.path.clone(),
+            attempt,
+            staging: s.staging_dir(&node.path, attempt),
+            log: s.log_file(&node.hash, attempt),
+            result: s.result_file(&node.hash, attempt),
+            resources: node.drv.recorded.resources.clone(),
+        });
+        crate::store::tree_hash::remove_tree(&job.staging)
+            .map_err(|e| StoreError::io(&job.staging, e))?;
+        let started_at = now_ms();
+        let end = self.executor.run(&job, self.stop.clone()).await;
+        let mut record = BuildRecord {
+            drv_hash: node.hash.to_string(),
+            target: node.drv.name.clone(),
+            attempt,
+            executor: "local".into(),
+            started_at,
+            ended_at: Some(now_ms()),
+            kdbuild_version: env!("CARGO_PKG_VERSION").into(),
+            code_digest: Some(node.drv.code.digest.clone()).filter(|d| !d.is_empty()),
+            log_path: Some(job.log.display().to_string()),
+            ..Default::default()
+        };
+        if let JobEnd::Exited {
+            result: Some(r),
+            status,
+        } = &end
+        {
+            record.host = Some(r.host.clone());
+            record.started_at = r.started_at;
+            record.ended_at = Some(r.ended_at);
+            record.peak_rss_kb = Some(r.peak_rss_kb);
+            record.exit_status = Some(status.clone());
+        }
+        if self.stopped() || matches!(end, JobEnd::Interrupted) {
+            record.outcome = "interrupted".into();
+            self.with_store(|s| s.db.record_build(&record).ok());
+            return Ok(Outcome::Interrupted);
+        }
+        if !end.succeeded() {
+            record.outcome = "failed".into();
+            let message = match &end {
+                JobEnd::Exited {
+                    result: Some(r), ..
+                } => r.error.clone().unwrap_or_else(|| "failed".into()),
+                JobEnd::Exited {
+                    status,
+                    result: None,
+                } => format!("build died ({status}) before finishing"),
+                JobEnd::NotStarted(m) => m.clone(),
+                JobEnd::Interrupted => "interrupted".into(),
+            };
+            record.exit_status.get_or_insert_with(|| message.clone());
+            self.with_store(|s| s.db.record_build(&record).ok());
+            return Ok(Outcome::Failed {
+                message,
+                tail: log_tail(&job.log, 20),
+                log: job.log,
+            });
+        }
+        record.outcome = "succeeded".into();
+        let references: Vec<(String, String)> = {
+            let kind = self.registry.get(&node.drv.kind);
+            let names = kind.map(|k| k.references(&node.drv)).unwrap_or_default();
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    let p = node.drv.inputs.get(&n)?.store_path()?;
+                    Some((p.to_string(), n))
+                })
+                .collect()
+        };
+        let store = self.store.clone();
+        let path = node.path.clone();
+        let staging = job.staging.clone();
+        tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .expect("store lock")
+                .register_output(&staging, &path, references, record)
+        })
+        .await
+        .expect("register task")?;
+        Ok(Outcome::Built)
+    }
+}
+
+/// The last `n` lines of a log.
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

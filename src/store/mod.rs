@@ -1,0 +1,237 @@
+//! The content-addressed store: a directory of read-only outputs and the database that says
+//! which of them are valid.
+//!
+//! ```text
+//! store/
+//!   <hash>-<name>/            valid outputs, read-only (valid iff registered in db.sqlite)
+//!   drv/<hash>.json           derivations, as instantiated
+//!   tmp/<hash>-<name>.<n>/    staging directories of running or failed builds
+//!   log/<hash>/<n>.log        build logs, and <n>.result.json written by the build
+//!   locks/<hash>.lock         per-path build locks
+//!   roots/                    named roots (links to store paths, or to result links)
+//!   db.sqlite                 valid paths, references, derivations, builds, source cache
+//! ```
+//!
+//! Invariants: a store path is valid iff it is registered; it is registered only after its
+//! tree was hashed, made read-only and renamed into place, in one transaction with its
+//! references and build record; every reference of a valid path is valid.
+
+pub mod db;
+pub mod lock;
+pub mod source;
+pub mod tree_hash;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use db::{BuildRecord, Db, PathInfo, RegisterError, Registration};
+pub use lock::PathLock;
+
+use crate::derivation::Derivation;
+use crate::hash::DrvHash;
+use crate::store_path::StorePath;
+
+/// Errors of the store: IO and database failures, with the path they concern.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store `{}`: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store database `{}`: {source}", path.display())]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("derivation `{0}` is not in the store (run `kdbuild realize` to instantiate it)")]
+    NoDerivation(String),
+    #[error("derivation file `{}` is corrupt: {message}", path.display())]
+    BadDerivation { path: PathBuf, message: String },
+    #[error("cannot register `{path}`: {source}")]
+    Register {
+        path: String,
+        #[source]
+        source: RegisterError,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn db(path: &Path, source: rusqlite::Error) -> Self {
+        StoreError::Db {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// An open store.
+pub struct Store {
+    root: PathBuf,
+    pub db: Db,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating its layout if needed.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for sub in ["", "drv", "tmp", "log", "locks", "roots"] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).map_err(|e| StoreError::io(&d, e))?;
+        }
+        let root = std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
+        let db = Db::open(&root.join("db.sqlite"))?;
+        Ok(Store { root, db })
+    }
+
+    /// Opens an existing store without changing anything (for dry runs); `None` if there is
+    /// no store at `root` yet.
+    pub fn open_read_only(root: &Path) -> Result<Option<Store>, StoreError> {
+        let db_path = root.join("db.sqlite");
+        if !db_path.exists() {
+            return Ok(None);
+        }
+        let root = std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
+        let db = Db::open_read_only(&db_path)?;
+        Ok(Some(Store { root, db }))
+    }
+
+    /// The store directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a store path lives.
+    pub fn path_of(&self, p: &StorePath) -> PathBuf {
+        self.root.join(p.to_string())
+    }
+
+    /// Where the derivation file of `hash` lives.
+    pub fn drv_file(&self, hash: &DrvHash) -> PathBuf {
+        self.root.join("drv").join(format!("{hash}.json"))
+    }
+
+    /// The staging directory of one build attempt.
+    pub fn staging_dir(&self, p: &StorePath, attempt: u32) -> PathBuf {
+        self.root.join("tmp").join(format!("{p}.{attempt}"))
+    }
+
+    /// The log of one build attempt.
+    pub fn log_file(&self, hash: &DrvHash, attempt: u32) -> PathBuf {
+        self.root
+            .join("log")
+            .join(hash.to_string())
+            .join(format!("{attempt}.log"))
+    }
+
+    /// The result record a build writes last (see `executor::builder`).
+    pub fn result_file(&self, hash: &DrvHash, attempt: u32) -> PathBuf {
+        self.root
+            .join("log")
+            .join(hash.to_string())
+            .join(format!("{attempt}.result.json"))
+    }
+
+    /// The lock file of a store path's build.
+    pub fn lock_file(&self, hash: &DrvHash) -> PathBuf {
+        self.root.join("locks").join(format!("{hash}.lock"))
+    }
+
+    /// Writes a derivation file (atomically; an existing one is left as it is, since its name
+    /// is its hash).
+    pub fn write_derivation(
+        &self,
+        hash: &DrvHash,
+        drv: &Derivation,
+    ) -> Result<PathBuf, StoreError> {
+        let path = self.drv_file(hash);
+        if path.exists() {
+            return Ok(path);
+        }
+        let json = serde_json::to_vec_pretty(drv).expect("derivations serialise");
+        let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+        fs::write(&tmp, json).map_err(|e| StoreError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
+        Ok(path)
+    }
+
+    /// Reads a derivation file and checks that its content still hashes to its name.
+    pub fn read_derivation(&self, hash: &DrvHash) -> Result<Derivation, StoreError> {
+        read_derivation_at(&self.root, hash)
+    }
+
+    /// Registers a finished staging directory as store path `path`: hash the tree, make it
+    /// read-only, rename it into place and commit path, references and build record in one
+    /// transaction. Returns the content hash.
+    pub fn register_output(
+        &mut self,
+        staging: &Path,
+        path: &StorePath,
+        references: Vec<(String, String)>,
+        build: BuildRecord,
+    ) -> Result<tree_hash::Hashed, StoreError> {
+        let hashed = tree_hash::hash_tree(staging).map_err(|e| StoreError::io(staging, e))?;
+        // Contents read-only first; the top directory stays writable until it is in place,
+        // because moving a directory between parents rewrites its `..` entry.
+        tree_hash::make_read_only(staging, false).map_err(|e| StoreError::io(staging, e))?;
+        let dest = self.path_of(path);
+        // Anything already at `dest` is not registered (we checked validity under the lock),
+        // so it is the leftover of a killed registration: remove it.
+        tree_hash::remove_tree(&dest).map_err(|e| StoreError::io(&dest, e))?;
+        fs::rename(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
+        let reg = Registration {
+            path,
+            content: hashed.hash,
+            size: hashed.size,
+            references,
+            build,
+        };
+        self.db
+            .register(&reg)
+            .map_err(|source| StoreError::Register {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(hashed)
+    }
+}
+
+/// Reads derivation `hash` from the store at `root` without opening its database (builds do
+/// this: only the realizer touches the database), checking that it still hashes to its name.
+pub fn read_derivation_at(root: &Path, hash: &DrvHash) -> Result<Derivation, StoreError> {
+    let path = root.join("drv").join(format!("{hash}.json"));
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::NoDerivation(hash.to_string()));
+        }
+        Err(e) => return Err(StoreError::io(&path, e)),
+    };
+    let drv: Derivation =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::BadDerivation {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    match drv.hash() {
+        Ok(h) if h == *hash => Ok(drv),
+        Ok(h) => Err(StoreError::BadDerivation {
+            path,
+            message: format!("its content hashes to {h}"),
+        }),
+        Err(e) => Err(StoreError::BadDerivation {
+            path,
+            message: e.to_string(),
+        }),
+    }
+}
