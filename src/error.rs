@@ -36,8 +36,9 @@ impl ErrorKind {
 
 #[derive(Debug, Error)]
 pub enum Error {
+    /// Boxed: pipeline errors carry locations and are large.
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(Box<PipelineError>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -56,14 +57,24 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Pipeline(PipelineError::Read { .. }) => ErrorKind::Environment,
-            Error::Pipeline(PipelineError::SourceHash { .. }) => ErrorKind::Environment,
-            Error::Pipeline(_) | Error::Usage(_) => ErrorKind::User,
+            Error::Pipeline(p) => match **p {
+                PipelineError::Read { .. } | PipelineError::SourceHash { .. } => {
+                    ErrorKind::Environment
+                }
+                _ => ErrorKind::User,
+            },
+            Error::Usage(_) => ErrorKind::User,
             Error::Store(StoreError::NoDerivation(_)) => ErrorKind::User,
             Error::Store(StoreError::Register { .. }) => ErrorKind::Internal,
             Error::Store(_) | Error::Realize(_) | Error::Environment(_) => ErrorKind::Environment,
             Error::BuildFailed(_) => ErrorKind::Build,
             Error::Interrupted => ErrorKind::Interrupted,
         }
+    }
+}
+
+impl From<PipelineError> for Error {
+    fn from(e: PipelineError) -> Self {
+        Error::Pipeline(Box::new(e))
     }
 }

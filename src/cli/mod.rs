@@ -1,1 +1,77 @@
-//! Command-line interface: one file per subcommand.
+//! The command line: one file per subcommand, each an `Args` struct and a `run` that calls the
+//! library. All terminal output goes through [`output`], so `--json`, progress bars and plain
+//! lines are decided in one place.
+
+pub mod build;
+pub mod context;
+pub mod graph;
+pub mod log;
+pub mod output;
+pub mod path_info;
+pub mod realize;
+pub mod show_derivation;
+pub mod targets;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::Error;
+
+/// kdbuild: a declarative, Nix-like build system for ML training pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "kdbuild", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The store directory.
+    #[arg(long, global = true, env = "KDBUILD_STORE", default_value = "store")]
+    pub store: PathBuf,
+    /// The pipeline file.
+    #[arg(long, global = true, env = "KDBUILD_PIPELINE", default_value = context::DEFAULT_PIPELINE)]
+    pub pipeline: PathBuf,
+    /// Print tables as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say more.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build targets and everything they need; reuse what is built.
+    Realize(realize::Args),
+    /// List the pipeline's targets, one per line.
+    Targets(targets::Args),
+    /// Print a target's derivation as JSON.
+    ShowDerivation(show_derivation::Args),
+    /// Draw the dependency graph of targets.
+    Graph(graph::Args),
+    /// Print the build log of a target.
+    Log(log::Args),
+    /// Show valid store paths: content hash, size, deriver.
+    PathInfo(path_info::Args),
+    /// Build one derivation in a staging directory (internal: the realizer runs this).
+    #[command(hide = true)]
+    Build(build::Args),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let ctx = context::Context {
+        store: cli.store,
+        pipeline: cli.pipeline,
+        json: cli.json,
+        verbose: cli.verbose,
+    };
+    match cli.command {
+        Command::Realize(a) => realize::run(&ctx, a),
+        Command::Targets(a) => targets::run(&ctx, a),
+        Command::ShowDerivation(a) => show_derivation::run(&ctx, a),
+        Command::Graph(a) => graph::run(&ctx, a),
+        Command::Log(a) => log::run(&ctx, a),
+        Command::PathInfo(a) => path_info::run(&ctx, a),
+        Command::Build(a) => build::run(&ctx, a),
+    }
+}

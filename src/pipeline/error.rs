@@ -62,15 +62,8 @@ pub enum PipelineError {
     },
     #[error("{loc}: cyclic inputs: {}", cycle.join(" -> "))]
     Cycle { loc: Location, cycle: Vec<String> },
-    #[error("{}", missing_source_message(.name, .path, .about.as_deref(), .vars, .loc))]
-    MissingSource {
-        loc: Location,
-        name: String,
-        path: PathBuf,
-        about: Option<String>,
-        /// Environment variables the path was built from, e.g. `KDBUILD_DATA`.
-        vars: Vec<String>,
-    },
+    #[error("{0}")]
+    MissingSource(Box<MissingSource>),
     #[error("cannot hash source `{name}` at `{}`: {message}", path.display())]
     SourceHash {
         name: String,
@@ -93,28 +86,39 @@ fn suggestion_suffix(s: &Option<String>) -> String {
     }
 }
 
-fn missing_source_message(
-    name: &str,
-    path: &std::path::Path,
-    about: Option<&str>,
-    vars: &[String],
-    loc: &Location,
-) -> String {
-    let mut m = format!(
-        "{loc}: source `{name}`: data not found at `{}`",
-        path.display()
-    );
-    if let Some(a) = about {
-        m.push_str(&format!("\n  it comes from: {a}"));
+/// A source whose data is not where the pipeline says.
+#[derive(Debug)]
+pub struct MissingSource {
+    pub loc: Location,
+    pub name: String,
+    pub path: PathBuf,
+    pub about: Option<String>,
+    /// Environment variables the path was built from, e.g. `KDBUILD_DATA`.
+    pub vars: Vec<String>,
+}
+
+impl fmt::Display for MissingSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: source `{}`: data not found at `{}`",
+            self.loc,
+            self.name,
+            self.path.display()
+        )?;
+        if let Some(a) = &self.about {
+            write!(f, "\n  it comes from: {a}")?;
+        }
+        if !self.vars.is_empty() {
+            let set: Vec<String> = self.vars.iter().map(|v| format!("`{v}`")).collect();
+            write!(
+                f,
+                "\n  set {} to the folder that holds it",
+                set.join(" or ")
+            )?;
+        }
+        Ok(())
     }
-    if !vars.is_empty() {
-        let set: Vec<String> = vars.iter().map(|v| format!("`{v}`")).collect();
-        m.push_str(&format!(
-            "\n  set {} to the folder that holds it",
-            set.join(" or ")
-        ));
-    }
-    m
 }
 
 /// The candidate nearest to `name`, if one is near enough to be a likely typo.

@@ -769,8 +769,15 @@ impl<'a> Loader<'a> {
                 _ => {}
             }
             if let Some(i) = n.strip_prefix("in.") {
+                // `{in.NAME?}`: optional, empty where this target has no such input.
+                let (i, optional) = match i.strip_suffix('?') {
+                    Some(i) => (i, true),
+                    None => (i, false),
+                };
                 return if inputs.iter().any(|(k, _)| k == i) {
                     Resolve::Keep
+                } else if optional && plan.inputs.iter().any(|(k, _)| k == i) {
+                    Resolve::Value(String::new())
                 } else {
                     Resolve::Unknown
                 };
@@ -783,9 +790,10 @@ impl<'a> Loader<'a> {
                 };
             }
             if let Some(path) = n.strip_prefix("config.") {
+                // Filled by the builder from the (hashed) config, so that a config change shows
+                // up once, as a config change, and not again as a new command line.
                 return match lookup(config, path) {
-                    Some(Value::String(s)) => Resolve::Value(s.clone()),
-                    Some(v) => Resolve::Value(canonical::to_string(v).unwrap_or_default()),
+                    Some(_) => Resolve::Keep,
                     None => Resolve::Unknown,
                 };
             }
@@ -793,10 +801,11 @@ impl<'a> Loader<'a> {
         };
         let explain = |n: &str| -> String {
             if let Some(i) = n.strip_prefix("in.") {
+                let i = i.trim_end_matches('?');
                 let declared = plan.inputs.iter().any(|(k, _)| k == i);
                 if declared {
                     return format!(
-                        "input `{i}` does not exist for target `{target}` (its `when` excludes it)"
+                        "input `{i}` does not exist for target `{target}` (its `when` excludes it); write `{{in.{i}?}}` to make it optional"
                     );
                 }
                 return format!(

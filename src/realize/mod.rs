@@ -198,6 +198,7 @@ async fn schedule(
             let node = plan.inst.nodes[i].clone();
             reporter.started(&node.drv.name);
             let task = BuildTask {
+                forced: plan.nodes[i].valid,
                 store: store.clone(),
                 registry: registry.clone(),
                 executor: executor.clone(),
@@ -275,6 +276,8 @@ fn block_dependents(i: usize, dependents: &[Vec<usize>], blocked: &mut [bool]) -
 
 /// What one build needs, cloned into its task.
 struct BuildTask {
+    /// The path was valid when planned and is rebuilt on purpose (`--rebuild`).
+    forced: bool,
     store: Arc<Mutex<Store>>,
     registry: Arc<Registry>,
     executor: LocalExecutor,
@@ -321,7 +324,7 @@ impl BuildTask {
             let attempt = s.db.next_attempt(&node.hash.to_string()).map_err(db_err)?;
             Ok((valid, attempt))
         })?;
-        if valid {
+        if valid && !self.forced {
             return Ok(Outcome::AlreadyValid);
         }
         let job = self.with_store(|s| Job {

@@ -1,7 +1,8 @@
 //! The plan: which derivations of a closure must be built, and why (Snakemake's `reason:`).
 //!
-//! Only what is *needed* is built: the requested targets, and the inputs of anything needed
-//! that is not valid. A valid path's inputs are not needed, even if they were deleted.
+//! Only what is *needed* is built: the requested targets, forced targets, and the inputs of
+//! anything needed that is not valid. A valid path's inputs are not needed, even if they were
+//! deleted.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -85,7 +86,10 @@ impl Plan {
         }
         // Needed: walk from the roots, descending only through what will be built. Nodes come
         // inputs-first, so one reverse pass suffices.
-        for &r in &roots {
+        // Forced nodes are needed wherever they sit in the closure: `--rebuild-stage prep`
+        // rebuilds the prep outputs even when everything downstream is valid. Their
+        // dependents are not rebuilt: their inputs' identities have not changed.
+        for &r in roots.iter().chain(forced.iter()) {
             nodes[r].needed = true;
         }
         for i in (0..n).rev() {

@@ -2,6 +2,13 @@
 
 use crate::derivation::CodeIdentity;
 
+/// One built-in kind's code identity: (kind, blake3 hex of its sources, locked crates).
+pub type CodeGroup = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 include!(concat!(env!("OUT_DIR"), "/code_identity.rs"));
 
 /// The code identity of built-in kind `kind`: the digest of its sources and the locked

@@ -1,7 +1,10 @@
 //! The `command` stage kind: runs any program, with its scripts hashed as inputs.
 //!
 //! The argv's build-time placeholders are filled here: `{out}` (the staging directory, which
-//! becomes the store path), `{in.NAME}` (an input's path) and `{script.NAME}` (a script file).
+//! becomes the store path), `{in.NAME}` (an input's path; `{in.NAME?}` is empty where the input
+//! does not exist, which instantiation has already decided), `{script.NAME}` (a script file)
+//! and `{config.KEY}` (a value of the hashed config: strings as they are, anything else as
+//! canonical JSON).
 //! The environment is cleared to an allow-list ([`ALLOWED_ENV`]), the stage's own `env` table
 //! (hashed) and its `pass_env` names (not hashed), so a build cannot depend on stray variables.
 
@@ -65,8 +68,17 @@ impl StageKind for Command {
                 return Resolve::Value(ctx.out.display().to_string());
             }
             if let Some(i) = n.strip_prefix("in.") {
-                return match ctx.inputs.get(i) {
+                return match ctx.inputs.get(i.trim_end_matches('?')) {
                     Some(p) => Resolve::Value(p.display().to_string()),
+                    None => Resolve::Unknown,
+                };
+            }
+            if let Some(path) = n.strip_prefix("config.") {
+                return match crate::pipeline::load::lookup(&ctx.drv.config, path) {
+                    Some(Value::String(s)) => Resolve::Value(s.clone()),
+                    Some(v) => Resolve::Value(
+                        crate::derivation::canonical::to_string(v).unwrap_or_default(),
+                    ),
                     None => Resolve::Unknown,
                 };
             }

@@ -319,6 +319,28 @@ impl Db {
         Ok(())
     }
 
+    /// Re-registers a valid path after a forced rebuild: new content hash, size and build
+    /// record; its references are those of the same derivation, so they stay.
+    pub fn replace(&mut self, reg: &Registration) -> Result<(), RegisterError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let build_id = insert_build(&tx, &reg.build)?;
+        tx.execute(
+            "UPDATE valid_paths SET content_hash = ?2, size = ?3, registered_at = ?4, build_id = ?5
+             WHERE path = ?1",
+            params![
+                reg.path.to_string(),
+                reg.content.to_string(),
+                reg.size as i64,
+                now_ms(),
+                build_id
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records a build that produced nothing (failed, interrupted).
     pub fn record_build(&self, b: &BuildRecord) -> rusqlite::Result<i64> {
         let tx = self.conn.unchecked_transaction()?;

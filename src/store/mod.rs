@@ -173,6 +173,9 @@ impl Store {
     /// Registers a finished staging directory as store path `path`: hash the tree, make it
     /// read-only, rename it into place and commit path, references and build record in one
     /// transaction. Returns the content hash.
+    ///
+    /// If `path` is already valid (a forced rebuild), the new tree replaces the old one by an
+    /// atomic exchange of the two directories, and the row is updated in one transaction.
     pub fn register_output(
         &mut self,
         staging: &Path,
@@ -185,11 +188,6 @@ impl Store {
         // because moving a directory between parents rewrites its `..` entry.
         tree_hash::make_read_only(staging, false).map_err(|e| StoreError::io(staging, e))?;
         let dest = self.path_of(path);
-        // Anything already at `dest` is not registered (we checked validity under the lock),
-        // so it is the leftover of a killed registration: remove it.
-        tree_hash::remove_tree(&dest).map_err(|e| StoreError::io(&dest, e))?;
-        fs::rename(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
-        tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
         let reg = Registration {
             path,
             content: hashed.hash,
@@ -197,6 +195,28 @@ impl Store {
             references,
             build,
         };
+        let already_valid = self
+            .db
+            .is_valid(path)
+            .map_err(|e| StoreError::db(&self.root, e))?;
+        if already_valid {
+            exchange(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
+            tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
+            self.db
+                .replace(&reg)
+                .map_err(|source| StoreError::Register {
+                    path: path.to_string(),
+                    source,
+                })?;
+            // `staging` now holds the old tree.
+            tree_hash::remove_tree(staging).map_err(|e| StoreError::io(staging, e))?;
+            return Ok(hashed);
+        }
+        // Anything already at `dest` is not registered (we checked validity under the lock),
+        // so it is the leftover of a killed registration: remove it.
+        tree_hash::remove_tree(&dest).map_err(|e| StoreError::io(&dest, e))?;
+        fs::rename(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
         self.db
             .register(&reg)
             .map_err(|source| StoreError::Register {
@@ -204,6 +224,30 @@ impl Store {
                 source,
             })?;
         Ok(hashed)
+    }
+}
+
+/// Swaps two directories atomically (`renameat2` with `RENAME_EXCHANGE`), so a reader of
+/// `b` sees the old tree or the new one, never neither.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

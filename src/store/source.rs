@@ -10,6 +10,7 @@ use std::path::Path;
 use super::Store;
 use super::tree_hash::{self, Hashed};
 use crate::hash::ContentHash;
+use crate::pipeline::error::MissingSource;
 use crate::pipeline::{ContentLookup, PipelineError, Source};
 
 /// Answers instantiation's content lookups from the store's cache.
@@ -72,12 +73,14 @@ impl StoreLookup<'_> {
 
 impl ContentLookup for StoreLookup<'_> {
     fn source(&mut self, source: &Source) -> Result<ContentHash, PipelineError> {
-        let missing = |path: &Path| PipelineError::MissingSource {
-            loc: source.loc.clone(),
-            name: source.name.clone(),
-            path: path.to_path_buf(),
-            about: source.about.clone(),
-            vars: source.env_used.clone(),
+        let missing = |path: &Path| {
+            PipelineError::MissingSource(Box::new(MissingSource {
+                loc: source.loc.clone(),
+                name: source.name.clone(),
+                path: path.to_path_buf(),
+                about: source.about.clone(),
+                vars: source.env_used.clone(),
+            }))
         };
         if !source.path.exists() {
             return Err(missing(&source.path));

@@ -69,7 +69,7 @@ pub fn hash_tree_with(
         ));
     }
     let mut entries: Vec<fs::DirEntry> = fs::read_dir(path)?.collect::<io::Result<_>>()?;
-    entries.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    entries.sort_by_key(|e| e.file_name());
     let mut h = blake3::Hasher::new();
     h.update(TREE_TAG);
     let mut size = 0;

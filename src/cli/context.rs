@@ -1,0 +1,73 @@
+//! What every subcommand starts from: the global flags, and the steps most of them share
+//! (load the pipeline, open the store, instantiate a closure, plan it).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::Error;
+use crate::pipeline::{Instantiation, Pipeline, instantiate};
+use crate::realize::Plan;
+use crate::stage::Registry;
+use crate::store::Store;
+use crate::store::source::StoreLookup;
+
+/// The pipeline used when neither `--pipeline` nor `KDBUILD_PIPELINE` names one.
+pub const DEFAULT_PIPELINE: &str = "pipelines/demo.toml";
+
+/// Global flags.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub store: PathBuf,
+    pub pipeline: PathBuf,
+    pub json: bool,
+    pub verbose: bool,
+}
+
+impl Context {
+    /// Loads the pipeline with the built-in stage kinds.
+    pub fn load(&self) -> Result<(Pipeline, Registry), Error> {
+        let registry = Registry::builtin();
+        let p = Pipeline::load(&self.pipeline, &registry)?;
+        Ok((p, registry))
+    }
+
+    /// Opens (creating) the store.
+    pub fn open_store(&self) -> Result<Store, Error> {
+        Ok(Store::open(&self.store)?)
+    }
+
+    /// Opens the store without changing anything; `None` if it does not exist.
+    pub fn open_store_read_only(&self) -> Result<Option<Store>, Error> {
+        Ok(Store::open_read_only(&self.store)?)
+    }
+
+    /// Instantiates the closure of `roots` (target indices).
+    pub fn instantiate(
+        &self,
+        p: &Pipeline,
+        registry: &Registry,
+        roots: &[usize],
+        store: Option<&Store>,
+    ) -> Result<Instantiation, Error> {
+        let mut lookup = StoreLookup { store };
+        Ok(instantiate(p, registry, roots, &mut lookup)?)
+    }
+
+    /// Instantiates and plans the closure of `roots`, forcing `forced` (target indices).
+    pub fn plan(
+        &self,
+        p: &Pipeline,
+        registry: &Registry,
+        roots: &[usize],
+        forced_targets: &HashSet<usize>,
+        store: Option<&Store>,
+    ) -> Result<Plan, Error> {
+        let inst = self.instantiate(p, registry, roots, store)?;
+        let root_nodes: Vec<usize> = roots.iter().filter_map(|t| inst.node_of(*t)).collect();
+        let forced: HashSet<usize> = forced_targets
+            .iter()
+            .filter_map(|t| inst.node_of(*t))
+            .collect();
+        Ok(Plan::new(inst, root_nodes, &forced, store)?)
+    }
+}

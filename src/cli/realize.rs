@@ -1,0 +1,173 @@
+//! `kdbuild realize TARGET|GLOB...`: build what is missing, reuse what is built.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::context::Context;
+use super::output::{RealizeReporter, print_json};
+use crate::Error;
+use crate::realize::{self, Options, Plan};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Target names or glob patterns (quote globs: 'student-*-eval').
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Show what would be built and why; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Builds at once.
+    #[arg(short, long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Go on with independent builds after a failure.
+    #[arg(short, long)]
+    pub keep_going: bool,
+    /// Rebuild the named targets even if they are valid.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Rebuild every target of this stage in the closure (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub rebuild_stage: Vec<String>,
+    /// Where result links go.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Make no result links.
+    #[arg(long)]
+    pub no_link: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    let (pipeline, registry) = ctx.load()?;
+    let roots = pipeline.select(&args.targets)?;
+    let mut forced: HashSet<usize> = HashSet::new();
+    if args.rebuild {
+        forced.extend(roots.iter().copied());
+    }
+    for stage in &args.rebuild_stage {
+        forced.extend(pipeline.stage_targets(stage)?.iter().copied());
+    }
+
+    if args.dry_run {
+        let store = ctx.open_store_read_only()?;
+        let plan = ctx.plan(&pipeline, &registry, &roots, &forced, store.as_ref())?;
+        print_plan(ctx, &plan, store.as_ref().map(|s| s.root().to_path_buf()));
+        return Ok(());
+    }
+
+    let store = ctx.open_store()?;
+    let plan = ctx.plan(&pipeline, &registry, &roots, &forced, Some(&store))?;
+    let store = Arc::new(Mutex::new(store));
+    let registry = Arc::new(registry);
+    let mut reporter = RealizeReporter::new();
+    let summary = realize::run(
+        store.clone(),
+        &plan,
+        &registry,
+        &Options {
+            jobs: args.jobs,
+            keep_going: args.keep_going,
+        },
+        &mut reporter,
+    )?;
+
+    // Result links for every requested target that is now valid.
+    let store = store.lock().expect("store lock");
+    let mut valid_roots = Vec::new();
+    for &r in &plan.roots {
+        let node = &plan.inst.nodes[r];
+        if store.db.is_valid(&node.path).unwrap_or(false) {
+            valid_roots.push(r);
+            if !args.no_link {
+                crate::realize::results::link_result(&store, &args.results, &node.path).map_err(
+                    |e| Error::Environment(format!("cannot link result `{}`: {e}", node.drv.name)),
+                )?;
+            }
+        }
+    }
+    if ctx.json {
+        print_json(&json!({
+            "built": summary.built,
+            "failed": summary.failed,
+            "skipped": summary.skipped,
+            "results": valid_roots.iter().map(|&r| {
+                let n = &plan.inst.nodes[r];
+                json!({"target": n.drv.name, "path": store.path_of(&n.path)})
+            }).collect::<Vec<_>>(),
+        }));
+    } else {
+        for &r in &valid_roots {
+            println!("{}", store.path_of(&plan.inst.nodes[r].path).display());
+        }
+    }
+    if summary.interrupted {
+        return Err(Error::Interrupted);
+    }
+    if !summary.failed.is_empty() {
+        let skipped = if summary.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} skipped because an input failed",
+                summary.skipped.len()
+            )
+        };
+        return Err(Error::BuildFailed(format!(
+            "{} build{} failed: {}{skipped}; rerun `kdbuild realize` to build only what is missing",
+            summary.failed.len(),
+            if summary.failed.len() == 1 { "" } else { "s" },
+            summary.failed.join(", ")
+        )));
+    }
+    if summary.built == 0 && summary.already_valid == 0 && ctx.verbose {
+        eprintln!("nothing to build");
+    }
+    Ok(())
+}
+
+/// The dry run's report: each derivation to build, with its store path and reasons.
+fn print_plan(ctx: &Context, plan: &Plan, store_root: Option<PathBuf>) {
+    let to_build = plan.to_build();
+    let root =
+        store_root.unwrap_or_else(|| std::path::absolute(&ctx.store).unwrap_or(ctx.store.clone()));
+    if ctx.json {
+        let items: Vec<_> = to_build
+            .iter()
+            .map(|&i| {
+                let n = &plan.inst.nodes[i];
+                json!({
+                    "target": n.drv.name,
+                    "path": root.join(n.path.to_string()),
+                    "reasons": plan.nodes[i].reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&json!({ "to_build": items }));
+        return;
+    }
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if to_build.is_empty() {
+        let _ = writeln!(out, "nothing to build: every requested target is valid");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "would build {} derivation{}:",
+        to_build.len(),
+        if to_build.len() == 1 { "" } else { "s" }
+    );
+    for &i in &to_build {
+        let n = &plan.inst.nodes[i];
+        let _ = writeln!(out, "  {}", n.drv.name);
+        let _ = writeln!(out, "    path: {}", root.join(n.path.to_string()).display());
+        let reasons: Vec<String> = plan.nodes[i]
+            .reasons
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let _ = writeln!(out, "    reason: {}", reasons.join("; "));
+    }
+}
