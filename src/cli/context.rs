@@ -68,6 +68,6 @@ impl Context {
             .iter()
             .filter_map(|t| inst.node_of(*t))
             .collect();
-        Ok(Plan::new(inst, root_nodes, &forced, store)?)
+        Ok(Plan::new(p, inst, root_nodes, &forced, store)?)
     }
 }

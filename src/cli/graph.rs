@@ -55,7 +55,7 @@ fn edges(p: &Pipeline, plan: &Plan) -> Vec<(String, String, String)> {
                 TargetInput::Target(j) => p.targets[*j].name.clone(),
                 TargetInput::Source(s) => format!("source:{s}"),
             };
-            out.push((from, t.name.clone(), input.clone()));
+            out.push((from, t.name.clone(), input.to_string()));
         }
     }
     out
@@ -66,8 +66,8 @@ fn sources(p: &Pipeline, plan: &Plan) -> Vec<String> {
         .inst
         .nodes
         .iter()
-        .flat_map(|n| p.targets[n.target].inputs.values())
-        .filter_map(|i| match i {
+        .flat_map(|n| p.targets[n.target].inputs.iter())
+        .filter_map(|(_, i)| match i {
             TargetInput::Source(s) => Some(format!("source:{s}")),
             _ => None,
         })
@@ -94,7 +94,7 @@ pub fn dot(p: &Pipeline, plan: &Plan) -> String {
         let _ = writeln!(
             s,
             "  \"{}\" [fillcolor=\"{colour}\", tooltip=\"{state}: {}\"];",
-            n.drv.name, n.path
+            p.targets[n.target].name, n.path
         );
     }
     for (a, b, l) in edges(p, plan) {
@@ -120,8 +120,9 @@ pub fn mermaid(p: &Pipeline, plan: &Plan) -> String {
         } else {
             "tobuild"
         };
-        let _ = writeln!(s, "  {id}[\"{}\"]:::{class}", n.drv.name);
-        ids.insert(n.drv.name.clone(), id);
+        let name = &p.targets[n.target].name;
+        let _ = writeln!(s, "  {id}[\"{name}\"]:::{class}");
+        ids.insert(name.clone(), id);
     }
     for (a, b, l) in edges(p, plan) {
         let _ = writeln!(s, "  {} -->|{l}| {}", ids[&a], ids[&b]);
@@ -139,7 +140,7 @@ pub fn text(p: &Pipeline, plan: &Plan) -> String {
         } else {
             "to build"
         };
-        let _ = writeln!(s, "[{state}] {}", n.drv.name);
+        let _ = writeln!(s, "[{state}] {}", p.targets[n.target].name);
         for (input, what) in &p.targets[n.target].inputs {
             let from = match what {
                 TargetInput::Target(j) => p.targets[*j].name.clone(),

@@ -27,7 +27,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             let t = pipeline.target(&args.what)?;
             let inst = ctx.instantiate(&pipeline, &registry, &[t], Some(&store))?;
             let node = &inst.nodes[inst.node_of(t).expect("root in closure")];
-            (Some(node.hash.to_string()), Some(node.drv.name.clone()))
+            (
+                Some(node.hash.to_string()),
+                Some(pipeline.targets[t].name.clone()),
+            )
         }
     };
     let mut builds = match &hash {

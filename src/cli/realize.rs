@@ -9,6 +9,7 @@ use serde_json::json;
 use super::context::Context;
 use super::output::{RealizeReporter, print_json};
 use crate::Error;
+use crate::pipeline::Pipeline;
 use crate::realize::{self, Options, Plan};
 
 #[derive(Debug, clap::Args)]
@@ -53,7 +54,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     if args.dry_run {
         let store = ctx.open_store_read_only()?;
         let plan = ctx.plan(&pipeline, &registry, &roots, &forced, store.as_ref())?;
-        print_plan(ctx, &plan, store.as_ref().map(|s| s.root().to_path_buf()));
+        print_plan(
+            ctx,
+            &pipeline,
+            &plan,
+            store.as_ref().map(|s| s.root().to_path_buf()),
+        );
         return Ok(());
     }
 
@@ -64,6 +70,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let mut reporter = RealizeReporter::new();
     let summary = realize::run(
         store.clone(),
+        &pipeline,
         &plan,
         &registry,
         &Options {
@@ -82,7 +89,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             valid_roots.push(r);
             if !args.no_link {
                 crate::realize::results::link_result(&store, &args.results, &node.path).map_err(
-                    |e| Error::Environment(format!("cannot link result `{}`: {e}", node.drv.name)),
+                    |e| {
+                        Error::Environment(format!(
+                            "cannot link result `{}`: {e}",
+                            pipeline.targets[node.target].name
+                        ))
+                    },
                 )?;
             }
         }
@@ -94,7 +106,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             "skipped": summary.skipped,
             "results": valid_roots.iter().map(|&r| {
                 let n = &plan.inst.nodes[r];
-                json!({"target": n.drv.name, "path": store.path_of(&n.path)})
+                json!({"target": pipeline.targets[n.target].name, "path": store.path_of(&n.path)})
             }).collect::<Vec<_>>(),
         }));
     } else {
@@ -128,7 +140,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
 }
 
 /// The dry run's report: each derivation to build, with its store path and reasons.
-fn print_plan(ctx: &Context, plan: &Plan, store_root: Option<PathBuf>) {
+fn print_plan(ctx: &Context, pipeline: &Pipeline, plan: &Plan, store_root: Option<PathBuf>) {
     let to_build = plan.to_build();
     let root =
         store_root.unwrap_or_else(|| std::path::absolute(&ctx.store).unwrap_or(ctx.store.clone()));
@@ -138,7 +150,7 @@ fn print_plan(ctx: &Context, plan: &Plan, store_root: Option<PathBuf>) {
             .map(|&i| {
                 let n = &plan.inst.nodes[i];
                 json!({
-                    "target": n.drv.name,
+                    "target": plan.inst.name(pipeline, i),
                     "path": root.join(n.path.to_string()),
                     "reasons": plan.nodes[i].reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 })
@@ -161,7 +173,7 @@ fn print_plan(ctx: &Context, plan: &Plan, store_root: Option<PathBuf>) {
     );
     for &i in &to_build {
         let n = &plan.inst.nodes[i];
-        let _ = writeln!(out, "  {}", n.drv.name);
+        let _ = writeln!(out, "  {}", plan.inst.name(pipeline, i));
         let _ = writeln!(out, "    path: {}", root.join(n.path.to_string()).display());
         let reasons: Vec<String> = plan.nodes[i]
             .reasons

@@ -30,8 +30,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         Some(t) => {
             let store = ctx.open_store_read_only()?;
             let inst = ctx.instantiate(&pipeline, &registry, &[t], store.as_ref())?;
-            let node = &inst.nodes[inst.node_of(t).expect("the root is in its closure")];
-            (node.hash, node.drv.clone())
+            let n = inst.node_of(t).expect("the root is in its closure");
+            (inst.nodes[n].hash, inst.derivation(&pipeline, n))
         }
         None => match parse_drv_ref(&args.what) {
             Some(h) => {

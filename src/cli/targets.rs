@@ -24,8 +24,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
                 .iter()
                 .map(|&i| {
                     let t = &pipeline.targets[i];
-                    json!({"target": t.name, "stage": t.stage, "kind": t.kind,
-                       "matrix": t.bindings.iter().map(|(k, v)| (k.clone(), json!(v)))
+                    let stage = &pipeline.stages[t.stage];
+                    json!({"target": t.name, "stage": stage.name, "kind": stage.kind,
+                       "matrix": t.bindings.iter().map(|(k, v)| (k.to_string(), json!(&**v)))
                            .collect::<serde_json::Map<_, _>>()})
                 })
                 .collect::<Vec<_>>()

@@ -28,6 +28,11 @@ pub fn to_string(v: &Value) -> Result<String, CanonicalError> {
     Ok(out)
 }
 
+/// Appends `v`, canonically, to `out`.
+pub fn write_value(v: &Value, out: &mut String) -> Result<(), CanonicalError> {
+    write(v, out, &mut String::new())
+}
+
 /// Normalises a value in place so that writing it with any JSON writer is canonical for
 /// numbers (objects are still sorted only by [`to_string`]).
 pub fn normalise(v: &mut Value) -> Result<(), CanonicalError> {
@@ -132,7 +137,14 @@ fn write(v: &Value, out: &mut String, path: &mut String) -> Result<(), Canonical
     Ok(())
 }
 
-fn write_str(s: &str, out: &mut String) {
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` escapes it.
+pub fn write_str(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's string escaping is fixed by the JSON spec and stable across versions.
     out.push_str(&serde_json::to_string(s).expect("strings always serialise"));
 }

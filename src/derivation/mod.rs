@@ -170,9 +170,120 @@ impl Derivation {
         })
     }
 
-    /// The canonical bytes that are hashed.
+    /// The canonical bytes that are hashed: the canonical encoding of [`hashed_value`]
+    /// (`Derivation::hashed_value`), written directly, keys in sorted order, without building
+    /// the intermediate JSON tree (planning hashes tens of thousands of derivations). A test
+    /// checks that both ways give the same bytes.
     pub fn canonical(&self) -> Result<String, CanonicalError> {
-        canonical::to_string(&self.hashed_value())
+        use canonical::{write_str, write_value};
+        let mut o = String::with_capacity(512);
+        let key = |o: &mut String, k: &str, first: bool| {
+            if !first {
+                o.push(',');
+            }
+            write_str(k, o);
+            o.push(':');
+        };
+        let string_map = |o: &mut String, m: &BTreeMap<String, String>| {
+            o.push('{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                key(o, k, i == 0);
+                write_str(v, o);
+            }
+            o.push('}');
+        };
+        o.push('{');
+        // builder (5)
+        key(&mut o, "builder", true);
+        match &self.builder {
+            Builder::Builtin { entry } => {
+                o.push('{');
+                key(&mut o, "entry", true);
+                write_str(entry, &mut o);
+                key(&mut o, "type", false);
+                write_str("builtin", &mut o);
+                o.push('}');
+            }
+            Builder::Command { argv, env } => {
+                o.push('{');
+                key(&mut o, "argv", true);
+                o.push('[');
+                for (i, a) in argv.iter().enumerate() {
+                    if i > 0 {
+                        o.push(',');
+                    }
+                    write_str(a, &mut o);
+                }
+                o.push(']');
+                key(&mut o, "env", false);
+                string_map(&mut o, env);
+                key(&mut o, "type", false);
+                write_str("command", &mut o);
+                o.push('}');
+            }
+        }
+        // code (9)
+        key(&mut o, "code", false);
+        o.push('{');
+        key(&mut o, "crates", true);
+        string_map(&mut o, &self.code.crates);
+        key(&mut o, "digest", false);
+        write_str(&self.code.digest, &mut o);
+        o.push('}');
+        // config (6)
+        key(&mut o, "config", false);
+        write_value(&self.config, &mut o)?;
+        // inputs (7)
+        key(&mut o, "inputs", false);
+        o.push('{');
+        for (i, (name, input)) in self.inputs.iter().enumerate() {
+            key(&mut o, name, i == 0);
+            o.push('{');
+            match input {
+                Input::Derivation { hash, name } => {
+                    key(&mut o, "hash", true);
+                    write_str(&crate::hash::nix_base32_encode(hash.as_bytes()), &mut o);
+                    key(&mut o, "name", false);
+                    write_str(name, &mut o);
+                    key(&mut o, "type", false);
+                    write_str("derivation", &mut o);
+                }
+                Input::Source {
+                    name,
+                    content,
+                    config,
+                } => {
+                    key(&mut o, "config", true);
+                    write_value(config, &mut o)?;
+                    key(&mut o, "content", false);
+                    write_str(&content.to_string(), &mut o);
+                    key(&mut o, "name", false);
+                    write_str(name, &mut o);
+                    key(&mut o, "type", false);
+                    write_str("source", &mut o);
+                }
+            }
+            o.push('}');
+        }
+        o.push('}');
+        // kind (4), name (2), schema (1), scripts (8), stage (3)
+        key(&mut o, "kind", false);
+        write_str(&self.kind, &mut o);
+        key(&mut o, "name", false);
+        write_str(&self.name, &mut o);
+        key(&mut o, "schema", false);
+        write_str(SCHEMA, &mut o);
+        key(&mut o, "scripts", false);
+        o.push('{');
+        for (i, (k, v)) in self.scripts.iter().enumerate() {
+            key(&mut o, k, i == 0);
+            write_str(&v.to_string(), &mut o);
+        }
+        o.push('}');
+        key(&mut o, "stage", false);
+        write_str(&self.stage, &mut o);
+        o.push('}');
+        Ok(o)
     }
 
     /// The derivation hash.
@@ -282,6 +393,22 @@ mod tests {
             recorded: Recorded::default(),
         };
         assert_eq!(minimal.hash().unwrap().to_string(), GOLDEN_MINIMAL_HASH);
+    }
+
+    #[test]
+    fn direct_encoding_equals_the_generic_one() {
+        let mut builtin = fixture();
+        builtin.builder = Builder::Builtin {
+            entry: "kdgat.gat".into(),
+        };
+        builtin.code.crates.insert("zip".into(), "9.8.2".into());
+        builtin.name = "we\"ird\\name\n".into();
+        for d in [fixture(), builtin] {
+            assert_eq!(
+                d.canonical().unwrap(),
+                canonical::to_string(&d.hashed_value()).unwrap()
+            );
+        }
     }
 
     const GOLDEN_CANONICAL: &str = concat!(

@@ -4,7 +4,7 @@
 //! Loading reads only the pipeline file (and checks that listed scripts exist). Source data is
 //! hashed later, by `instantiate`, and only for the targets a command needs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ pub struct Source {
     pub loc: Location,
 }
 
-/// A stage as declared.
+/// A stage as declared, with what its targets share.
 #[derive(Debug)]
 pub struct Stage {
     pub name: String,
@@ -60,28 +60,49 @@ pub struct Stage {
     pub description: Option<String>,
     /// The matrix variables its target template uses.
     pub axes: Vec<String>,
+    /// Where its `target` key is (errors about its targets point here).
     pub loc: Location,
+    /// Script name → absolute path (`command` stages).
+    pub scripts: Arc<BTreeMap<String, PathBuf>>,
+    pub resources: Arc<Resources>,
+    pub pass_env: Arc<Vec<String>>,
     /// Indices into [`Pipeline::targets`].
     pub targets: Vec<usize>,
 }
 
-/// One expanded target.
+/// One expanded target. What its stage's targets share lives in the [`Stage`], and what
+/// several targets compute alike (configs, command lines) is shared, so a 32,000-target
+/// pipeline stays small in memory.
 #[derive(Debug)]
 pub struct Target {
     pub name: String,
-    pub stage: String,
-    pub kind: String,
+    /// Index into [`Pipeline::stages`].
+    pub stage: usize,
     /// Matrix variable → value, in the stage's axis order.
-    pub bindings: Vec<(String, String)>,
+    pub bindings: Vec<(Arc<str>, Arc<str>)>,
     /// Canonical config with the matrix's `config_by` choices merged in.
     pub config: Arc<Value>,
-    pub inputs: BTreeMap<String, TargetInput>,
-    pub builder: Builder,
-    /// Script name → absolute path.
-    pub scripts: BTreeMap<String, PathBuf>,
-    pub resources: Resources,
-    pub pass_env: Vec<String>,
-    pub loc: Location,
+    /// Inputs by name, sorted by name.
+    pub inputs: Vec<(Arc<str>, TargetInput)>,
+    pub builder: Arc<Builder>,
+}
+
+impl Target {
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&TargetInput> {
+        self.inputs
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &self.inputs[i].1)
+    }
+
+    /// The value of matrix variable `axis`.
+    pub fn binding(&self, axis: &str) -> Option<&str> {
+        self.bindings
+            .iter()
+            .find(|(a, _)| &**a == axis)
+            .map(|(_, v)| &**v)
+    }
 }
 
 /// What an input of a target resolved to.
@@ -127,6 +148,11 @@ impl Pipeline {
             env,
         }
         .load(spec)
+    }
+
+    /// The stage of target `t`.
+    pub fn stage_of(&self, t: usize) -> &Stage {
+        &self.stages[self.targets[t].stage]
     }
 
     /// The index of target `name`.
@@ -290,6 +316,9 @@ struct StagePlan<'s> {
     inputs: Vec<(String, InputSpec)>,
     resources: Resources,
     base_config: Value,
+    /// Whether the command line uses anything that differs between targets and is filled at
+    /// instantiation (matrix variables, an input that only some targets have).
+    builder_varies: bool,
 }
 
 impl<'a> Loader<'a> {
@@ -350,12 +379,17 @@ impl<'a> Loader<'a> {
                     "a matrix variable needs at least one value",
                 ));
             }
+            let mut seen = HashSet::with_capacity(values.len());
             for (i, v) in values.iter().enumerate() {
-                let idx = i.to_string();
-                check_name(v).map_err(|e| doc.invalid(&["matrix", axis, &idx], e.to_string()))?;
-                if values[..i].contains(v) {
+                let at = || ["matrix".to_string(), axis.clone(), i.to_string()];
+                check_name(v).map_err(|e| {
+                    let at = at();
+                    doc.invalid(&[&at[0], &at[1], &at[2]], e.to_string())
+                })?;
+                if !seen.insert(v.as_str()) {
+                    let at = at();
                     return Err(
-                        doc.invalid(&["matrix", axis, &idx], format!("`{v}` is listed twice"))
+                        doc.invalid(&[&at[0], &at[1], &at[2]], format!("`{v}` is listed twice"))
                     );
                 }
             }
@@ -371,16 +405,24 @@ impl<'a> Loader<'a> {
         let mut targets: Vec<Target> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut stages = IndexMap::new();
-        let mut pending_inputs: Vec<Vec<(String, InputSpec)>> = Vec::new();
-        for plan in &plans {
+        // Per target: indices into its stage plan's inputs that apply to it.
+        let mut pending_inputs: Vec<Vec<usize>> = Vec::new();
+        let interned: HashMap<&str, Arc<str>> = spec
+            .matrix
+            .iter()
+            .flat_map(|(a, vs)| std::iter::once(a).chain(vs))
+            .map(|s| (s.as_str(), Arc::from(s.as_str())))
+            .collect();
+        for (stage_index, plan) in plans.iter().enumerate() {
             let mut stage_targets = Vec::new();
             let mut config_cache: HashMap<Vec<usize>, Arc<Value>> = HashMap::new();
+            let mut last_builder: Option<(Arc<Builder>, Arc<Value>)> = None;
             for combo in combinations(&plan.values) {
-                let bindings: Vec<(String, String)> = plan
+                let bindings: Vec<(Arc<str>, Arc<str>)> = plan
                     .axes
                     .iter()
                     .zip(&combo)
-                    .map(|(a, v)| (a.clone(), v.to_string()))
+                    .map(|(a, v)| (interned[a.as_str()].clone(), interned[*v].clone()))
                     .collect();
                 if excluded(plan.spec, &bindings) {
                     continue;
@@ -395,43 +437,41 @@ impl<'a> Loader<'a> {
                         &["stages", plan.name, "target"],
                         format!(
                             "target `{name}` is also produced by stage `{}`",
-                            targets[other].stage
+                            plans[targets[other].stage].name
                         ),
                     ));
                 }
                 let config = self.merged_config(plan, &bindings, &mut config_cache)?;
-                let inputs: Vec<(String, InputSpec)> = plan
-                    .inputs
-                    .iter()
-                    .filter(|(_, i)| applies(&i.when, &bindings))
-                    .cloned()
+                let inputs: Vec<usize> = (0..plan.inputs.len())
+                    .filter(|&i| applies(&plan.inputs[i].1.when, &bindings))
                     .collect();
-                let builder = self.builder(plan, &bindings, &config, &inputs, &name)?;
-                let scripts = plan
-                    .spec
-                    .scripts
-                    .iter()
-                    .map(|(k, v)| (k.clone(), root.join(v)))
-                    .collect();
-                let mut pass_env = spec.defaults.pass_env.clone();
-                pass_env.extend(plan.spec.pass_env.iter().cloned());
+                // A command line that names nothing per-target renders alike for every target
+                // with the same config: render it once and share it.
+                let builder = match &last_builder {
+                    Some((b, c)) if !plan.builder_varies && Arc::ptr_eq(c, &config) => b.clone(),
+                    _ => {
+                        let b = self.builder(plan, &bindings, &config, &inputs, &name)?;
+                        match &last_builder {
+                            Some((prev, _)) if **prev == b => prev.clone(),
+                            _ => Arc::new(b),
+                        }
+                    }
+                };
+                last_builder = Some((builder.clone(), config.clone()));
                 index.insert(name.clone(), targets.len());
                 stage_targets.push(targets.len());
                 targets.push(Target {
                     name,
-                    stage: plan.name.to_string(),
-                    kind: plan.spec.kind.clone(),
+                    stage: stage_index,
                     bindings,
                     config,
-                    inputs: BTreeMap::new(),
+                    inputs: Vec::new(),
                     builder,
-                    scripts,
-                    resources: plan.resources.clone(),
-                    pass_env,
-                    loc: doc.loc(&["stages", plan.name, "target"]),
                 });
                 pending_inputs.push(inputs);
             }
+            let mut pass_env = spec.defaults.pass_env.clone();
+            pass_env.extend(plan.spec.pass_env.iter().cloned());
             stages.insert(
                 plan.name.to_string(),
                 Stage {
@@ -439,18 +479,38 @@ impl<'a> Loader<'a> {
                     kind: plan.spec.kind.clone(),
                     description: plan.spec.description.clone(),
                     axes: plan.axes.clone(),
-                    loc: doc.loc(&["stages", plan.name]),
+                    loc: doc.loc(&["stages", plan.name, "target"]),
+                    scripts: Arc::new(
+                        plan.spec
+                            .scripts
+                            .iter()
+                            .map(|(k, v)| (k.clone(), root.join(v)))
+                            .collect(),
+                    ),
+                    resources: Arc::new(plan.resources.clone()),
+                    pass_env: Arc::new(pass_env),
                     targets: stage_targets,
                 },
             );
         }
 
         // Resolve inputs to targets and sources.
+        let input_names: Vec<Vec<Arc<str>>> = plans
+            .iter()
+            .map(|p| {
+                p.inputs
+                    .iter()
+                    .map(|(n, _)| Arc::from(n.as_str()))
+                    .collect()
+            })
+            .collect();
         for (ti, inputs) in pending_inputs.into_iter().enumerate() {
-            let mut resolved = BTreeMap::new();
-            for (iname, input) in inputs {
-                let t = &targets[ti];
-                let key = ["stages", t.stage.as_str(), "inputs", iname.as_str()];
+            let mut resolved = Vec::with_capacity(inputs.len());
+            let t = &targets[ti];
+            let plan = &plans[t.stage];
+            for ii in inputs {
+                let (iname, input) = &plan.inputs[ii];
+                let key = ["stages", plan.name, "inputs", iname.as_str()];
                 let resolved_input = match &input.what {
                     InputWhat::Target(tpl) => {
                         let name =
@@ -482,17 +542,30 @@ impl<'a> Loader<'a> {
                         TargetInput::Source(name)
                     }
                 };
-                resolved.insert(iname, resolved_input);
+                resolved.push((input_names[t.stage][ii].clone(), resolved_input));
             }
+            resolved.sort_by(|a, b| a.0.cmp(&b.0));
             targets[ti].inputs = resolved;
         }
 
-        // Kind-specific checks, now that inputs are known.
+        // Kind-specific checks, now that inputs are known; once per distinct config and
+        // input list.
+        let mut checked: HashSet<(usize, *const Value, Vec<Arc<str>>)> = HashSet::new();
         for t in &targets {
-            let kind = self.registry.get(&t.kind).expect("kinds were checked");
-            let names: Vec<&str> = t.inputs.keys().map(String::as_str).collect();
+            let names: Vec<Arc<str>> = t.inputs.iter().map(|(k, _)| k.clone()).collect();
+            if !checked.insert((t.stage, Arc::as_ptr(&t.config), names.clone())) {
+                continue;
+            }
+            let kind = self
+                .registry
+                .get(&plans[t.stage].spec.kind)
+                .expect("kinds were checked");
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
             kind.check(&t.config, &names).map_err(|m| {
-                doc.invalid(&["stages", &t.stage], format!("target `{}`: {m}", t.name))
+                doc.invalid(
+                    &["stages", plans[t.stage].name],
+                    format!("target `{}`: {m}", t.name),
+                )
             })?;
         }
 
@@ -695,6 +768,18 @@ impl<'a> Loader<'a> {
             Some(t) => to_json(t, &["stages", name, "config"], doc)?,
             None => Value::Object(Default::default()),
         };
+        let builder_varies = st
+            .command
+            .iter()
+            .flatten()
+            .chain(st.env.values())
+            .flat_map(|a| template::names(a).unwrap_or_default())
+            .any(|n| {
+                let input = n.strip_prefix("in.").map(|i| i.trim_end_matches('?'));
+                axes.iter().any(|a| a == n)
+                    || input
+                        .is_some_and(|i| inputs.iter().any(|(k, s)| k == i && !s.when.is_empty()))
+            });
         Ok(StagePlan {
             name,
             spec: st,
@@ -703,6 +788,7 @@ impl<'a> Loader<'a> {
             inputs,
             resources,
             base_config,
+            builder_varies,
         })
     }
 
@@ -711,7 +797,7 @@ impl<'a> Loader<'a> {
     fn merged_config(
         &self,
         plan: &StagePlan,
-        bindings: &[(String, String)],
+        bindings: &[(Arc<str>, Arc<str>)],
         cache: &mut HashMap<Vec<usize>, Arc<Value>>,
     ) -> Result<Arc<Value>, PipelineError> {
         // Key: for each axis with overrides, the index of the matching value (or MAX).
@@ -722,8 +808,8 @@ impl<'a> Loader<'a> {
             .map(|(axis, by)| {
                 let v = bindings
                     .iter()
-                    .find(|(a, _)| a == axis)
-                    .map(|(_, v)| v.as_str());
+                    .find(|(a, _)| **a == **axis)
+                    .map(|(_, v)| &**v);
                 v.and_then(|v| by.get_index_of(v)).unwrap_or(usize::MAX)
             })
             .collect();
@@ -732,10 +818,10 @@ impl<'a> Loader<'a> {
         }
         let mut config = plan.base_config.clone();
         for (axis, by) in &plan.spec.config_by {
-            let Some((_, v)) = bindings.iter().find(|(a, _)| a == axis) else {
+            let Some((_, v)) = bindings.iter().find(|(a, _)| **a == **axis) else {
                 continue;
             };
-            if let Some(t) = by.get(v) {
+            if let Some(t) = by.get(&**v) {
                 let over = to_json(t, &["stages", plan.name, "config_by", axis, v], self.doc)?;
                 merge(&mut config, over);
             }
@@ -748,9 +834,9 @@ impl<'a> Loader<'a> {
     fn builder(
         &self,
         plan: &StagePlan,
-        bindings: &[(String, String)],
+        bindings: &[(Arc<str>, Arc<str>)],
         config: &Value,
-        inputs: &[(String, InputSpec)],
+        inputs: &[usize],
         target: &str,
     ) -> Result<Builder, PipelineError> {
         let Some(argv) = &plan.spec.command else {
@@ -759,14 +845,13 @@ impl<'a> Loader<'a> {
             });
         };
         let resolve = |n: &str| -> Resolve {
-            if let Some((_, v)) = bindings.iter().find(|(a, _)| a == n) {
-                return Resolve::Value(v.clone());
+            if let Some((_, v)) = bindings.iter().find(|(a, _)| &**a == n) {
+                return Resolve::Value(String::from(&**v));
             }
-            match n {
-                "out" => return Resolve::Keep,
-                "target" => return Resolve::Value(target.to_string()),
-                "stage" => return Resolve::Value(plan.name.to_string()),
-                _ => {}
+            // `{target}` and `{stage}` are filled by the builder from the derivation, so that
+            // a command line naming them is still one command line for the whole stage.
+            if matches!(n, "out" | "target" | "stage") {
+                return Resolve::Keep;
             }
             if let Some(i) = n.strip_prefix("in.") {
                 // `{in.NAME?}`: optional, empty where this target has no such input.
@@ -774,7 +859,7 @@ impl<'a> Loader<'a> {
                     Some(i) => (i, true),
                     None => (i, false),
                 };
-                return if inputs.iter().any(|(k, _)| k == i) {
+                return if inputs.iter().any(|&k| plan.inputs[k].0 == i) {
                     Resolve::Keep
                 } else if optional && plan.inputs.iter().any(|(k, _)| k == i) {
                     Resolve::Value(String::new())
@@ -903,27 +988,29 @@ fn parse_input(raw: &toml::Value) -> Result<InputSpec, String> {
     }
 }
 
-fn render_with(tpl: &str, bindings: &[(String, String)]) -> Result<String, String> {
-    template::render(tpl, true, |n| match bindings.iter().find(|(a, _)| a == n) {
-        Some((_, v)) => Resolve::Value(v.clone()),
-        None => Resolve::Unknown,
+fn render_with(tpl: &str, bindings: &[(Arc<str>, Arc<str>)]) -> Result<String, String> {
+    template::render(tpl, true, |n| {
+        match bindings.iter().find(|(a, _)| &**a == n) {
+            Some((_, v)) => Resolve::Value(String::from(&**v)),
+            None => Resolve::Unknown,
+        }
     })
     .map_err(|e| e.to_string())
 }
 
-fn applies(when: &BTreeMap<String, Vec<String>>, bindings: &[(String, String)]) -> bool {
+fn applies(when: &BTreeMap<String, Vec<String>>, bindings: &[(Arc<str>, Arc<str>)]) -> bool {
     when.iter().all(|(axis, values)| {
         bindings
             .iter()
-            .find(|(a, _)| a == axis)
-            .is_some_and(|(_, v)| values.contains(v))
+            .find(|(a, _)| **a == **axis)
+            .is_some_and(|(_, v)| values.iter().any(|x| **x == **v))
     })
 }
 
-fn excluded(spec: &StageSpec, bindings: &[(String, String)]) -> bool {
+fn excluded(spec: &StageSpec, bindings: &[(Arc<str>, Arc<str>)]) -> bool {
     spec.exclude.iter().any(|ex| {
         ex.iter()
-            .all(|(a, v)| bindings.iter().any(|(ba, bv)| ba == a && bv == v))
+            .all(|(a, v)| bindings.iter().any(|(ba, bv)| **ba == **a && **bv == **v))
     })
 }
 
@@ -1039,8 +1126,8 @@ fn check_cycles(p: &Pipeline, doc: &Doc) -> Result<(), PipelineError> {
     let deps = |i: usize| -> Vec<usize> {
         p.targets[i]
             .inputs
-            .values()
-            .filter_map(|x| match x {
+            .iter()
+            .filter_map(|(_, x)| match x {
                 TargetInput::Target(j) => Some(*j),
                 TargetInput::Source(_) => None,
             })
@@ -1063,7 +1150,7 @@ fn check_cycles(p: &Pipeline, doc: &Doc) -> Result<(), PipelineError> {
                     cycle.push(p.targets[next].name.clone());
                     let closing = &p.targets[stack.last().map_or(next, |(x, _)| *x)];
                     return Err(PipelineError::Cycle {
-                        loc: doc.loc(&["stages", &closing.stage, "inputs"]),
+                        loc: doc.loc(&["stages", &p.stages[closing.stage].name, "inputs"]),
                         cycle,
                     });
                 }

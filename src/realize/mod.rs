@@ -19,10 +19,10 @@ use tokio::task::JoinSet;
 
 pub use plan::{Plan, PlanNode, Reason};
 
-use crate::derivation::Input;
+use crate::derivation::{Derivation, Input};
 use crate::executor::local::LocalExecutor;
 use crate::executor::{Job, JobEnd};
-use crate::pipeline::Node;
+use crate::pipeline::{Node, Pipeline};
 use crate::stage::Registry;
 use crate::store::db::now_ms;
 use crate::store::{BuildRecord, PathLock, Store, StoreError};
@@ -90,15 +90,20 @@ pub enum RealizeError {
 /// Builds every node of `plan` marked `build`. `store` is shared with the build tasks.
 pub fn run(
     store: Arc<Mutex<Store>>,
+    pipeline: &Pipeline,
     plan: &Plan,
     registry: &Arc<Registry>,
     opts: &Options,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary, RealizeError> {
     let to_build = plan.to_build();
+    let mut drvs: Vec<Option<Arc<Derivation>>> = vec![None; plan.inst.nodes.len()];
+    for &i in &to_build {
+        drvs[i] = Some(Arc::new(plan.inst.derivation(pipeline, i)));
+    }
     {
         let mut s = store.lock().expect("store lock");
-        record_derivations(&mut s, plan, &to_build)?;
+        record_derivations(&mut s, plan, &to_build, &drvs)?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,7 +112,7 @@ pub fn run(
     let root = store.lock().expect("store lock").root().to_path_buf();
     let executor = LocalExecutor::new(&root).map_err(RealizeError::Runtime)?;
     rt.block_on(schedule(
-        store, plan, registry, opts, reporter, executor, to_build,
+        store, plan, &drvs, registry, opts, reporter, executor, to_build,
     ))
 }
 
@@ -116,10 +121,11 @@ fn record_derivations(
     store: &mut Store,
     plan: &Plan,
     to_build: &[usize],
+    drvs: &[Option<Arc<Derivation>>],
 ) -> Result<(), StoreError> {
+    let drv = |i: usize| drvs[i].as_deref().expect("derivations of what is built");
     for &i in to_build {
-        let node = &plan.inst.nodes[i];
-        store.write_derivation(&node.hash, &node.drv)?;
+        store.write_derivation(&plan.inst.nodes[i].hash, drv(i))?;
     }
     let root = store.root().to_path_buf();
     store
@@ -134,10 +140,10 @@ fn record_derivations(
             )?;
             let now = now_ms();
             for &i in to_build {
-                let node = &plan.inst.nodes[i];
+                let (node, d) = (&plan.inst.nodes[i], drv(i));
                 let h = node.hash.to_string();
-                st.execute(rusqlite::params![h, node.drv.name, node.drv.stage, node.drv.kind, now])?;
-                for (name, input) in &node.drv.inputs {
+                st.execute(rusqlite::params![h, d.name, d.stage, d.kind, now])?;
+                for (name, input) in &d.inputs {
                     let (what, content) = match input {
                         Input::Derivation { .. } => (
                             input.store_path().map(|p| p.to_string()).unwrap_or_default(),
@@ -155,9 +161,11 @@ fn record_derivations(
         .map_err(|e| StoreError::db(&root, e))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn schedule(
     store: Arc<Mutex<Store>>,
     plan: &Plan,
+    drvs: &[Option<Arc<Derivation>>],
     registry: &Arc<Registry>,
     opts: &Options,
     reporter: &mut dyn Reporter,
@@ -196,7 +204,8 @@ async fn schedule(
         while !stopping && running.len() < opts.jobs.max(1) {
             let Some(i) = ready.pop_front() else { break };
             let node = plan.inst.nodes[i].clone();
-            reporter.started(&node.drv.name);
+            let drv = drvs[i].clone().expect("derivations of what is built");
+            reporter.started(&drv.name);
             let task = BuildTask {
                 forced: plan.nodes[i].valid,
                 store: store.clone(),
@@ -206,7 +215,7 @@ async fn schedule(
             };
             running.spawn(async move {
                 let t0 = Instant::now();
-                let outcome = task.build(&node).await;
+                let outcome = task.build(&node, &drv).await;
                 (i, outcome, t0.elapsed().as_secs_f64())
             });
         }
@@ -220,7 +229,7 @@ async fn schedule(
                     Ok(v) => v,
                     Err(e) => std::panic::resume_unwind(e.into_panic()),
                 };
-                let name = plan.inst.nodes[i].drv.name.clone();
+                let name = drvs[i].as_ref().map(|d| d.name.clone()).unwrap_or_default();
                 reporter.finished(&name, secs, &outcome);
                 match &outcome {
                     Outcome::Built | Outcome::AlreadyValid => {
@@ -239,7 +248,7 @@ async fn schedule(
                     Outcome::Failed { .. } => {
                         summary.failed.push(name.clone());
                         for d in block_dependents(i, &dependents, &mut blocked) {
-                            let dn = plan.inst.nodes[d].drv.name.clone();
+                            let dn = drvs[d].as_ref().map(|d| d.name.clone()).unwrap_or_default();
                             reporter.finished(&dn, 0.0, &Outcome::DependencyFailed(name.clone()));
                             summary.skipped.push(dn);
                         }
@@ -285,8 +294,8 @@ struct BuildTask {
 }
 
 impl BuildTask {
-    async fn build(self, node: &Node) -> Outcome {
-        match self.try_build(node).await {
+    async fn build(self, node: &Node, drv: &Derivation) -> Outcome {
+        match self.try_build(node, drv).await {
             Ok(o) => o,
             Err(e) => Outcome::Failed {
                 message: e.to_string(),
@@ -304,7 +313,7 @@ impl BuildTask {
         f(&mut self.store.lock().expect("store lock"))
     }
 
-    async fn try_build(&self, node: &Node) -> Result<Outcome, StoreError> {
+    async fn try_build(&self, node: &Node, drv: &Derivation) -> Result<Outcome, StoreError> {
         let lock_path = self.with_store(|s| s.lock_file(&node.hash));
         let _lock = match PathLock::try_exclusive(&lock_path)? {
             Some(l) => l,
@@ -334,7 +343,7 @@ impl BuildTask {
             staging: s.staging_dir(&node.path, attempt),
             log: s.log_file(&node.hash, attempt),
             result: s.result_file(&node.hash, attempt),
-            resources: node.drv.recorded.resources.clone(),
+            resources: drv.recorded.resources.clone(),
         });
         crate::store::tree_hash::remove_tree(&job.staging)
             .map_err(|e| StoreError::io(&job.staging, e))?;
@@ -342,13 +351,13 @@ impl BuildTask {
         let end = self.executor.run(&job, self.stop.clone()).await;
         let mut record = BuildRecord {
             drv_hash: node.hash.to_string(),
-            target: node.drv.name.clone(),
+            target: drv.name.clone(),
             attempt,
             executor: "local".into(),
             started_at,
             ended_at: Some(now_ms()),
             kdbuild_version: env!("CARGO_PKG_VERSION").into(),
-            code_digest: Some(node.drv.code.digest.clone()).filter(|d| !d.is_empty()),
+            code_digest: Some(drv.code.digest.clone()).filter(|d| !d.is_empty()),
             log_path: Some(job.log.display().to_string()),
             ..Default::default()
         };
@@ -391,12 +400,12 @@ impl BuildTask {
         }
         record.outcome = "succeeded".into();
         let references: Vec<(String, String)> = {
-            let kind = self.registry.get(&node.drv.kind);
-            let names = kind.map(|k| k.references(&node.drv)).unwrap_or_default();
+            let kind = self.registry.get(&drv.kind);
+            let names = kind.map(|k| k.references(drv)).unwrap_or_default();
             names
                 .into_iter()
                 .filter_map(|n| {
-                    let p = node.drv.inputs.get(&n)?.store_path()?;
+                    let p = drv.inputs.get(&n)?.store_path()?;
                     Some((p.to_string(), n))
                 })
                 .collect()

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use crate::derivation::{Change, diff};
-use crate::pipeline::Instantiation;
+use crate::pipeline::{Instantiation, Pipeline};
 use crate::store::{Store, StoreError};
 
 /// Why a derivation will be built (the dry run's and `explain`'s words).
@@ -70,6 +70,7 @@ impl Plan {
     /// Computes the plan. `forced` holds node indices to rebuild even if valid. `store` is
     /// `None` when no store exists yet: everything is missing.
     pub fn new(
+        p: &Pipeline,
         inst: Instantiation,
         roots: Vec<usize>,
         forced: &HashSet<usize>,
@@ -117,10 +118,10 @@ impl Plan {
                 .deps
                 .iter()
                 .filter(|(_, d)| nodes[*d].build)
-                .map(|(name, _)| name.as_str())
+                .map(|(name, _)| &**name)
                 .collect();
             if !nodes[i].valid {
-                reasons.extend(missing_reasons(store, &inst, i, &rebuilt)?);
+                reasons.extend(missing_reasons(p, store, &inst, i, &rebuilt)?);
             }
             reasons.extend(rebuilt.iter().map(|r| Reason::InputRebuilt(r.to_string())));
             nodes[i].reasons = reasons;
@@ -132,6 +133,7 @@ impl Plan {
 /// Why an invalid node's output is missing: compared with the derivation of the target's
 /// latest valid result, if there is one.
 fn missing_reasons(
+    p: &Pipeline,
     store: Option<&Store>,
     inst: &Instantiation,
     i: usize,
@@ -143,7 +145,7 @@ fn missing_reasons(
     let node = &inst.nodes[i];
     let latest = store
         .db
-        .latest_valid_for_target(&node.drv.name)
+        .latest_valid_for_target(inst.name(p, i))
         .map_err(|e| StoreError::db(store.root(), e))?;
     let Some(latest) = latest else {
         let built_before = store.drv_file(&node.hash).exists();
@@ -160,11 +162,11 @@ fn missing_reasons(
         Ok(d) => d,
         Err(_) => return Ok(vec![Reason::OutputMissing]),
     };
-    let changes = diff(&old, &node.drv);
+    let changes = diff(&old, &inst.derivation(p, i));
     let reasons: Vec<Reason> = changes
         .into_iter()
         // an input that is being rebuilt is reported once, as such
-        .filter(|c| !matches!(c, Change::Input { name, .. } if rebuilt.contains(&name.as_str())))
+        .filter(|c| !matches!(c, Change::Input { name, .. } if rebuilt.contains(&&**name)))
         .map(Reason::Changed)
         .collect();
     if reasons.is_empty() && rebuilt.is_empty() {

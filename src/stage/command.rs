@@ -2,7 +2,8 @@
 //!
 //! The argv's build-time placeholders are filled here: `{out}` (the staging directory, which
 //! becomes the store path), `{in.NAME}` (an input's path; `{in.NAME?}` is empty where the input
-//! does not exist, which instantiation has already decided), `{script.NAME}` (a script file)
+//! does not exist, which instantiation has already decided), `{script.NAME}` (a script file),
+//! `{target}` and `{stage}` (the derivation's names)
 //! and `{config.KEY}` (a value of the hashed config: strings as they are, anything else as
 //! canonical JSON).
 //! The environment is cleared to an allow-list ([`ALLOWED_ENV`]), the stage's own `env` table
@@ -64,8 +65,11 @@ impl StageKind for Command {
             }
         }
         let resolve = |n: &str| -> Resolve {
-            if n == "out" {
-                return Resolve::Value(ctx.out.display().to_string());
+            match n {
+                "out" => return Resolve::Value(ctx.out.display().to_string()),
+                "target" => return Resolve::Value(ctx.drv.name.clone()),
+                "stage" => return Resolve::Value(ctx.drv.stage.clone()),
+                _ => {}
             }
             if let Some(i) = n.strip_prefix("in.") {
                 return match ctx.inputs.get(i.trim_end_matches('?')) {
