@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use petgraph::Direction;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -174,16 +175,17 @@ async fn schedule(
 ) -> Result<Summary, RealizeError> {
     use tokio::signal::unix::{SignalKind, signal};
 
+    // The DAG of what is built; graph node k is the k-th derivation of `to_build`.
+    let graph = plan.build_graph();
     let n = plan.inst.nodes.len();
     let mut waiting_on = vec![0usize; n];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for &i in &to_build {
-        for (_, d) in &plan.inst.nodes[i].deps {
-            if plan.nodes[*d].build {
-                waiting_on[i] += 1;
-                dependents[*d].push(i);
-            }
-        }
+    for g in graph.node_indices() {
+        waiting_on[graph[g]] = graph.neighbors_directed(g, Direction::Incoming).count();
+        dependents[graph[g]] = graph
+            .neighbors_directed(g, Direction::Outgoing)
+            .map(|x| graph[x])
+            .collect();
     }
     let mut ready: VecDeque<usize> = to_build
         .iter()

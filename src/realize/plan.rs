@@ -6,6 +6,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::derivation::{Change, diff};
 use crate::pipeline::{Instantiation, Pipeline};
@@ -59,12 +62,36 @@ pub struct Plan {
     pub roots: Vec<usize>,
 }
 
+/// The DAG of what will be built: one graph node per derivation to build (weight: its index
+/// in the instantiation), one edge from each input to the derivation that needs it (weight:
+/// the input's name). The scheduler walks it.
+pub type BuildGraph = DiGraph<usize, Arc<str>>;
+
 impl Plan {
     /// Node indices to build, inputs first.
     pub fn to_build(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].build)
             .collect()
+    }
+
+    /// The graph of what will be built. Graph node `k` is the `k`-th entry of
+    /// [`Plan::to_build`], so graph nodes are in dependency order too.
+    pub fn build_graph(&self) -> BuildGraph {
+        let to_build = self.to_build();
+        let mut g = BuildGraph::with_capacity(to_build.len(), to_build.len() * 2);
+        let mut at: Vec<Option<NodeIndex>> = vec![None; self.nodes.len()];
+        for &i in &to_build {
+            at[i] = Some(g.add_node(i));
+        }
+        for &i in &to_build {
+            for (name, d) in &self.inst.nodes[i].deps {
+                if let (Some(from), Some(to)) = (at[*d], at[i]) {
+                    g.add_edge(from, to, name.clone());
+                }
+            }
+        }
+        g
     }
 
     /// Computes the plan. `forced` holds node indices to rebuild even if valid. `store` is
