@@ -16,6 +16,7 @@ pub mod executor;
 pub mod hash;
 pub mod pipeline;
 pub mod realize;
+pub mod report;
 pub mod stage;
 pub mod store;
 pub mod store_path;

@@ -6,9 +6,11 @@ pub mod build;
 pub mod context;
 pub mod graph;
 pub mod log;
+pub mod metrics;
 pub mod output;
 pub mod path_info;
 pub mod realize;
+pub mod report;
 pub mod show_derivation;
 pub mod targets;
 
@@ -52,6 +54,10 @@ pub enum Command {
     Log(log::Args),
     /// Show valid store paths: content hash, size, deriver.
     PathInfo(path_info::Args),
+    /// Tables of realized evaluations' metrics, or the deltas between two.
+    Metrics(metrics::Args),
+    /// Write a self-contained HTML report of realized evaluations.
+    Report(report::Args),
     /// Build one derivation in a staging directory (internal: the realizer runs this).
     #[command(hide = true)]
     Build(build::Args),
@@ -72,6 +78,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Graph(a) => graph::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),
         Command::PathInfo(a) => path_info::run(&ctx, a),
+        Command::Metrics(a) => metrics::run(&ctx, a),
+        Command::Report(a) => report::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
     }
 }

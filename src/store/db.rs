@@ -351,30 +351,18 @@ impl Db {
 
     /// The build records of a derivation, newest first.
     pub fn builds_of(&self, drv_hash: &str) -> rusqlite::Result<Vec<BuildRecord>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT drv_hash, target, attempt, executor, host, job_id, started_at, ended_at, outcome,
-                    exit_status, peak_rss_kb, kdbuild_version, code_digest, log_path
-             FROM builds WHERE drv_hash = ?1 ORDER BY id DESC",
-        )?;
-        st.query_map([drv_hash], |r| {
-            Ok(BuildRecord {
-                drv_hash: r.get(0)?,
-                target: r.get(1)?,
-                attempt: r.get(2)?,
-                executor: r.get(3)?,
-                host: r.get(4)?,
-                job_id: r.get(5)?,
-                started_at: r.get(6)?,
-                ended_at: r.get(7)?,
-                outcome: r.get(8)?,
-                exit_status: r.get(9)?,
-                peak_rss_kb: r.get(10)?,
-                kdbuild_version: r.get(11)?,
-                code_digest: r.get(12)?,
-                log_path: r.get(13)?,
-            })
-        })?
-        .collect()
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE drv_hash = ?1 ORDER BY id DESC"
+        ))?;
+        st.query_map([drv_hash], row_to_build)?.collect()
+    }
+
+    /// The build record with row id `id`.
+    pub fn build(&self, id: i64) -> rusqlite::Result<Option<BuildRecord>> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?1"))?;
+        st.query_row([id], row_to_build).optional()
     }
 
     /// The next attempt number for a derivation's build.
@@ -477,6 +465,29 @@ fn insert_build(tx: &Transaction, b: &BuildRecord) -> rusqlite::Result<i64> {
         ],
     )?;
     Ok(tx.last_insert_rowid())
+}
+
+/// The columns [`row_to_build`] reads, in its order.
+const BUILD_COLUMNS: &str = "drv_hash, target, attempt, executor, host, job_id, started_at, ended_at, \
+     outcome, exit_status, peak_rss_kb, kdbuild_version, code_digest, log_path";
+
+fn row_to_build(r: &rusqlite::Row) -> rusqlite::Result<BuildRecord> {
+    Ok(BuildRecord {
+        drv_hash: r.get(0)?,
+        target: r.get(1)?,
+        attempt: r.get(2)?,
+        executor: r.get(3)?,
+        host: r.get(4)?,
+        job_id: r.get(5)?,
+        started_at: r.get(6)?,
+        ended_at: r.get(7)?,
+        outcome: r.get(8)?,
+        exit_status: r.get(9)?,
+        peak_rss_kb: r.get(10)?,
+        kdbuild_version: r.get(11)?,
+        code_digest: r.get(12)?,
+        log_path: r.get(13)?,
+    })
 }
 
 fn row_to_info(r: &rusqlite::Row) -> rusqlite::Result<PathInfo> {
