@@ -113,6 +113,8 @@ struct ReadFile {
     plan: usize,
     stream: Stream,
     stats: ReadStats,
+    /// Frames read (the stream is freed once its graphs are built).
+    frames: usize,
     windows: usize,
 }
 
@@ -179,6 +181,7 @@ pub fn preprocess(
         }
         Ok(ReadFile {
             plan: i,
+            frames: stream.len(),
             stream,
             stats,
             windows,
@@ -280,7 +283,7 @@ pub fn preprocess(
 
     // 5. Graphs, per file in parallel, joined in file order.
     let num_splits = split_names.len();
-    let per_file: Vec<(Vec<GraphSet>, Vec<Contribution>)> =
+    let mut per_file: Vec<(Vec<GraphSet>, Vec<Contribution>)> =
         par_map(&(0..read.len()).collect::<Vec<_>>(), threads, |&fi| {
             let r = &read[fi];
             let a = &assignment.windows[fi];
@@ -309,6 +312,10 @@ pub fn preprocess(
             }
             (sets, contrib)
         });
+    let mut read = read;
+    for r in &mut read {
+        r.stream = Stream::default();
+    }
     let read_names: Vec<String> = read.iter().map(|r| files[r.plan].rel.clone()).collect();
     let mut sets: IndexMap<String, GraphSet> = IndexMap::new();
     let mut summaries: IndexMap<String, SplitSummary> = IndexMap::new();
@@ -322,11 +329,13 @@ pub fn preprocess(
             path: format!("graphs/{name}.safetensors"),
             ..Default::default()
         };
-        for (fs, contrib) in &per_file {
-            if !fs[si].is_empty() {
+        for (fs, contrib) in &mut per_file {
+            // Taken, so each file's part is freed once joined.
+            let part = std::mem::take(&mut fs[si]);
+            if !part.is_empty() {
                 sum.files += 1;
             }
-            set.append(&fs[si]);
+            set.append(&part);
             sum.rows += contrib[si].rows;
             sum.unk_rows += contrib[si].unk_rows;
         }
@@ -384,7 +393,7 @@ pub fn preprocess(
         let e = &mut entries[r.plan];
         e.windows = r.windows;
         e.trailing_rows = if r.windows > 0 {
-            r.stream.len().saturating_sub(1) - geometry.rows(r.windows - 1, r.stream.len()).end
+            r.frames.saturating_sub(1) - geometry.rows(r.windows - 1, r.frames).end
         } else {
             0
         };
