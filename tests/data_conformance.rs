@@ -267,6 +267,9 @@ fn hand_checked_window() {
     );
 }
 
+/// (file, rows, attack rows, frames per ID).
+type Expected<'a> = (&'a str, usize, usize, &'a [(u32, usize)]);
+
 #[test]
 fn cic_iov2024_every_file() {
     let Some(d) = shared_data("cic_iov2024_every_file") else {
@@ -275,7 +278,7 @@ fn cic_iov2024_every_file() {
     let f = preset("cic-iov2024").unwrap();
     let dir = d.join("cic-iov2024");
     // (file, rows, attack rows, frames per ID) from its SOURCES.md.
-    let want: &[(&str, usize, usize, &[(u32, usize)])] = &[
+    let want: &[Expected] = &[
         ("decimal_DoS.csv", 74_663, 74_663, &[(291, 74_663)]),
         ("decimal_spoofing-GAS.csv", 9_991, 9_991, &[(513, 9_991)]),
         (
