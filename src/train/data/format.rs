@@ -21,6 +21,8 @@
 //! Columns are header names, or 0-based indices (required when `header = false`). Every preset
 //! except `candump` is such a mapping ([`preset`]); `hcrl-car-hacking` adds a byte *run*
 //! (`bytes = { start = 3 }`, DLC fields long) and `label.after_payload = true`.
+//! The `can-train-and-test` preset declares 11-bit IDs (v1.5 vocabularies stay within 2,048
+//! IDs): a wider ID there is a malformed row; a mapping with `id.bits = 29` lifts that.
 //! A preset may also be given as a table, `{ kind = "<preset>", extensions = [...] }`, and
 //! `candump` takes its label tokens there (`attack = [...]`, `normal = [...]`).
 

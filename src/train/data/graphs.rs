@@ -9,15 +9,15 @@
 //!
 //! | tensor | dtype | shape | meaning |
 //! |---|---|---|---|
-//! | `x` | f32 | [N, 11] | node features, spec §3.3 (column 0 = vocabulary index) |
-//! | `node_ptr` | u32 | [G+1] | node offsets |
-//! | `edge_src`, `edge_dst` | u32 | [E] | local endpoints, messages flow src → dst |
-//! | `edge_ptr` | u32 | [G+1] | edge offsets |
-//! | `edge_attr` | f32 | [E, 11] | optional edge features, spec §3.4 |
-//! | `y` | u8 | [G] | graph label, 1 = attack |
-//! | `node_y` | u8 | [N] | node label: 1 iff a row with that node as source is an attack |
-//! | `file` | u32 | [G] | index into `files` (metadata) of the graph's input file |
-//! | `window` | u32 | [G] | the window's index within its file's stream |
+//! | `x` | f32 | `[N, 11]` | node features, spec §3.3 (column 0 = vocabulary index) |
+//! | `node_ptr` | u32 | `[G+1]` | node offsets |
+//! | `edge_src`, `edge_dst` | u32 | `[E]` | local endpoints, messages flow src → dst |
+//! | `edge_ptr` | u32 | `[G+1]` | edge offsets |
+//! | `edge_attr` | f32 | `[E, 11]` | optional edge features, spec §3.4 |
+//! | `y` | u8 | `[G]` | graph label, 1 = attack |
+//! | `node_y` | u8 | `[N]` | node label: 1 iff a row with that node as source is an attack |
+//! | `file` | u32 | `[G]` | index into `files` (metadata) of the graph's input file |
+//! | `window` | u32 | `[G]` | the window's index within its file's stream |
 //!
 //! The metadata key `files` holds the JSON list of input file names (relative paths).
 

@@ -3,7 +3,7 @@
 //!
 //! - `folders`: sub-folders named `train*` give role `train`, `test*` give `test:<folder>`;
 //!   files are read non-recursively, in name order, filtered by the format's extensions. Other
-//!   folders and files are reported as ignored. There is no file-name filter (*Differs*: [O1]
+//!   folders and files are reported as ignored. There is no file-name filter (*Differs*: \[O1\]
 //!   dropped `suppress`/`masquerade` files).
 //! - `streams`: every matching file (or the one file the path names) has role `stream`.
 //! - `manifest`: an explicit list of `{ path, role, format?, assume_label? }`.

@@ -7,7 +7,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`frame`] | the `Frame` record and the field parsers (IDs, hex payloads, bytes) |
-//! | [`format`] | presets and the generic CSV mapping |
+//! | [`format`](mod@format) | presets and the generic CSV mapping |
 //! | [`reader`] | per-file reading: dispatch, counts, malformed-row policy |
 //! | [`csv_reader`], [`candump`] | the CSV mapping; candump and HCRL text forms |
 //! | [`zip`] | zip members read in place; content hashes of decompressed data |
@@ -17,7 +17,7 @@
 //! | [`vocab`] | the train-window vocabulary and UNK |
 //! | [`split`] | block, file and stream splits with embargo |
 //! | [`seed`] | per-purpose sub-seeds |
-//! | [`options`], [`cfg`] | the dataset and stage configuration tables |
+//! | [`options`], [`cfg`](mod@cfg) | the dataset and stage configuration tables |
 //! | [`manifest`] | `manifest.json` |
 //! | [`preprocess`] | the whole dataset → output directory (layout in its doc) |
 //! | [`graphs`] | the packed `GraphSet` the trainers load |

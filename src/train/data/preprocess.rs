@@ -520,7 +520,7 @@ pub fn write(out: &Output, dir: &Path) -> Result<(), PreprocessError> {
     Ok(())
 }
 
-/// [`preprocess`] then [`write`]: the whole stage, engine-free.
+/// [`preprocess()`] then [`write()`]: the whole stage, engine-free.
 pub fn run(
     root: &Path,
     dataset: &DatasetConfig,
