@@ -78,6 +78,16 @@ fn demo_has_attacks_in_every_split() {
             .unwrap();
     assert_eq!(vocab.num_ids, m.num_ids);
     assert_eq!(vocab.unk, m.num_ids - 1);
+    // What the trainers load is what was built.
+    let loaded = preprocess::load(out.path()).unwrap();
+    let built = preprocess::preprocess(
+        &repo().join("data/demo"),
+        &DatasetConfig::from_json(&demo_config()).unwrap(),
+        &StageConfig::default(),
+        1,
+    )
+    .unwrap();
+    assert!(loaded == built, "load(write(x)) != x");
     println!(
         "demo: {} windows; {:?}",
         m.totals.windows,

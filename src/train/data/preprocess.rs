@@ -20,7 +20,7 @@
 //! each set lists the files that were read (paths relative to the dataset root), the same list
 //! in every split; a graph's `file` indexes it and its `window` is the window's index in that
 //! file. The output is deterministic: the same data and config give identical bytes, whatever
-//! the thread count.
+//! the thread count. [`load`] reads an output back (manifest, vocabulary, every split).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -62,6 +62,8 @@ pub enum PreprocessError {
     },
     #[error(transparent)]
     GraphSet(#[from] GraphSetError),
+    #[error("`{}`: {message}", path.display())]
+    Load { path: PathBuf, message: String },
 }
 
 /// The result of a preprocess, before it is written.
@@ -518,6 +520,46 @@ pub fn write(out: &Output, dir: &Path) -> Result<(), PreprocessError> {
     m.push('\n');
     std::fs::write(&manifest, m).map_err(werr(manifest.clone()))?;
     Ok(())
+}
+
+/// Loads a preprocess output written by [`write()`] (what the trainers read from the
+/// preprocess store path): manifest, vocabulary, and every split the manifest names.
+pub fn load(dir: &Path) -> Result<Output, PreprocessError> {
+    let read = |name: &str| -> Result<String, PreprocessError> {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| PreprocessError::Load {
+            path,
+            message: e.to_string(),
+        })
+    };
+    let manifest =
+        Manifest::from_json(&read("manifest.json")?).map_err(|e| PreprocessError::Load {
+            path: dir.join("manifest.json"),
+            message: e.to_string(),
+        })?;
+    let vocab: Vocab =
+        serde_json::from_str(&read("vocab.json")?).map_err(|e| PreprocessError::Load {
+            path: dir.join("vocab.json"),
+            message: e.to_string(),
+        })?;
+    if vocab.num_ids != manifest.num_ids {
+        return Err(PreprocessError::Load {
+            path: dir.join("vocab.json"),
+            message: format!(
+                "num_ids {} differs from the manifest's {}",
+                vocab.num_ids, manifest.num_ids
+            ),
+        });
+    }
+    let mut sets = IndexMap::new();
+    for (name, s) in &manifest.splits {
+        sets.insert(name.clone(), GraphSet::load(&dir.join(&s.path))?);
+    }
+    Ok(Output {
+        manifest,
+        vocab,
+        sets,
+    })
 }
 
 /// [`preprocess()`] then [`write()`]: the whole stage, engine-free.
