@@ -15,8 +15,17 @@ use std::path::{Path, PathBuf};
 const CODE_GROUPS: &[(&str, &[&str], &[&str])] = &[
     (
         "kdgat.preprocess",
-        &["src/train/data"],
-        &["csv", "zip", "safetensors", "rand", "rand_chacha"],
+        &["src/train/data", "src/stage/kdgat/preprocess.rs"],
+        // blake3 keys the split seeds; serde_json writes manifest.json and vocab.json.
+        &[
+            "csv",
+            "zip",
+            "safetensors",
+            "rand",
+            "rand_chacha",
+            "blake3",
+            "serde_json",
+        ],
     ),
     (
         "kdgat.vgae",

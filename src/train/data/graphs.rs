@@ -9,15 +9,15 @@
 //!
 //! | tensor | dtype | shape | meaning |
 //! |---|---|---|---|
-//! | `x` | f32 | [N, 11] | node features, spec §3.3 (column 0 = vocabulary index) |
-//! | `node_ptr` | u32 | [G+1] | node offsets |
-//! | `edge_src`, `edge_dst` | u32 | [E] | local endpoints, messages flow src → dst |
-//! | `edge_ptr` | u32 | [G+1] | edge offsets |
-//! | `edge_attr` | f32 | [E, 11] | optional edge features, spec §3.4 |
-//! | `y` | u8 | [G] | graph label, 1 = attack |
-//! | `node_y` | u8 | [N] | node label: 1 iff a row with that node as source is an attack |
-//! | `file` | u32 | [G] | index into `files` (metadata) of the graph's input file |
-//! | `window` | u32 | [G] | the window's index within its file's stream |
+//! | `x` | f32 | `[N, 11]` | node features, spec §3.3 (column 0 = vocabulary index) |
+//! | `node_ptr` | u32 | `[G+1]` | node offsets |
+//! | `edge_src`, `edge_dst` | u32 | `[E]` | local endpoints, messages flow src → dst |
+//! | `edge_ptr` | u32 | `[G+1]` | edge offsets |
+//! | `edge_attr` | f32 | `[E, 11]` | optional edge features, spec §3.4 |
+//! | `y` | u8 | `[G]` | graph label, 1 = attack |
+//! | `node_y` | u8 | `[N]` | node label: 1 iff a row with that node as source is an attack |
+//! | `file` | u32 | `[G]` | index into `files` (metadata) of the graph's input file |
+//! | `window` | u32 | `[G]` | the window's index within its file's stream |
 //!
 //! The metadata key `files` holds the JSON list of input file names (relative paths).
 
@@ -153,6 +153,30 @@ impl GraphSet {
         self.y.push(y);
         self.file.push(file);
         self.window.push(window);
+    }
+
+    /// Appends every graph of `other` (offsets shifted; `files` indices kept as they are, so
+    /// both sets must index the same `files` list). Lets per-file sets built in parallel be
+    /// joined in file order.
+    pub fn append(&mut self, other: &GraphSet) {
+        let n0 = self.num_nodes() as u32;
+        let e0 = self.num_edges() as u32;
+        self.x.extend_from_slice(&other.x);
+        self.node_y.extend_from_slice(&other.node_y);
+        self.node_ptr
+            .extend(other.node_ptr.iter().skip(1).map(|p| p + n0));
+        self.edge_src.extend_from_slice(&other.edge_src);
+        self.edge_dst.extend_from_slice(&other.edge_dst);
+        self.edge_ptr
+            .extend(other.edge_ptr.iter().skip(1).map(|p| p + e0));
+        if let Some(a) = &other.edge_attr {
+            self.edge_attr
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(a);
+        }
+        self.y.extend_from_slice(&other.y);
+        self.file.extend_from_slice(&other.file);
+        self.window.extend_from_slice(&other.window);
     }
 
     /// Writes the set as safetensors.
@@ -321,6 +345,30 @@ mod tests {
         assert_eq!(back, s);
         assert_eq!(back.graph(0).num_nodes(), 2);
         assert_eq!(back.graph(1).edge_src, &[0]);
+    }
+
+    #[test]
+    fn append_shifts_offsets_and_empty_sets_round_trip() {
+        let mut a = GraphSet::new();
+        a.push(&[0.0; 22], &[0, 1], &[(0, 1)], Some(&[1.0; 11]), 1, 0, 0);
+        let mut b = GraphSet::new();
+        b.push(&[1.0; 11], &[0], &[(0, 0)], Some(&[2.0; 11]), 0, 1, 5);
+        let mut joined = GraphSet::new();
+        joined.append(&a);
+        joined.append(&b);
+        let mut direct = a.clone();
+        direct.push(&[1.0; 11], &[0], &[(0, 0)], Some(&[2.0; 11]), 0, 1, 5);
+        assert_eq!(joined, direct);
+        joined.check().unwrap();
+
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("empty.safetensors");
+        let empty = GraphSet {
+            edge_attr: Some(Vec::new()),
+            ..GraphSet::new()
+        };
+        empty.save(&p).unwrap();
+        assert_eq!(GraphSet::load(&p).unwrap(), empty);
     }
 
     #[test]
