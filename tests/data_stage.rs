@@ -285,7 +285,7 @@ fn instantiate_one(p: &Pipeline, target: &str) -> Result<Derivation, PipelineErr
     let lookup: &mut dyn ContentLookup = &mut lookup;
     let inst = instantiate(p, &registry(), &[t], lookup)?;
     let n = inst.node_of(t).unwrap();
-    Ok(inst.nodes[n].drv.clone())
+    Ok(inst.derivation(p, n))
 }
 
 /// The v1.5 sets are declared at `${KDBUILD_DATA}/can-train-and-test-v1.5/<name>`: when that
@@ -302,7 +302,7 @@ fn missing_datasets_fail_before_building() {
             let target = format!("{set}-preprocess");
             let e = instantiate_one(p, &target).unwrap_err();
             let msg = e.to_string();
-            assert!(matches!(e, PipelineError::MissingSource { .. }), "{msg}");
+            assert!(matches!(e, PipelineError::MissingSource(_)), "{msg}");
             assert!(msg.contains("can-train-and-test-v1.5"), "{msg}");
             assert!(msg.contains("bitbucket.org/brooke-lampe"), "{msg}");
             assert!(msg.contains("KDBUILD_DATA"), "{msg}");
@@ -311,7 +311,7 @@ fn missing_datasets_fail_before_building() {
             }
             // A model target needing the set fails the same way.
             let e = instantiate_one(p, &format!("teacher-{set}-eval")).unwrap_err();
-            assert!(matches!(e, PipelineError::MissingSource { .. }));
+            assert!(matches!(e, PipelineError::MissingSource(_)));
         }
     }
     // Every source's reading config is valid, whether or not its data is here.
@@ -323,7 +323,7 @@ fn missing_datasets_fail_before_building() {
     for t in with_var
         .targets
         .iter()
-        .filter(|t| t.kind == "kdgat.preprocess")
+        .filter(|t| with_var.stages[t.stage].kind == "kdgat.preprocess")
     {
         Preprocess.check(&t.config, &["raw"]).unwrap();
     }
