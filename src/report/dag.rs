@@ -61,7 +61,7 @@ fn sources(p: &Pipeline, plan: &Plan) -> Vec<String> {
 /// Graphviz: valid derivations green, to-build ones orange, sources as ellipses.
 pub fn dot(p: &Pipeline, plan: &Plan) -> String {
     let mut s = String::from(
-        "digraph kdbuild {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"sans-serif\"];\n",
+        "digraph kdbuild {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"sans-serif\"];\n  edge [fontname=\"sans-serif\", fontsize=10, color=\"#777777\"];\n",
     );
     for src in sources(p, plan) {
         let _ = writeln!(s, "  \"{src}\" [shape=ellipse, fillcolor=\"#e3f2fd\"];");
