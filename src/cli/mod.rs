@@ -10,6 +10,7 @@ pub mod output;
 pub mod path_info;
 pub mod realize;
 pub mod show_derivation;
+pub mod status;
 pub mod targets;
 
 use std::path::PathBuf;
@@ -28,6 +29,14 @@ pub struct Cli {
     /// The pipeline file.
     #[arg(long, global = true, env = "KDBUILD_PIPELINE", default_value = context::DEFAULT_PIPELINE)]
     pub pipeline: PathBuf,
+    /// Where builds run: `local` (child processes) or `slurm` (one sbatch job per
+    /// derivation). Recorded with each build, never hashed.
+    #[arg(long, global = true, env = "KDBUILD_EXECUTOR", value_enum, default_value_t = context::ExecutorKind::Local)]
+    pub executor: context::ExecutorKind,
+    /// The SLURM profile (account, partition, qos, mail, sbatch flags, polling); default:
+    /// `kdbuild.toml` beside the pipeline file, if there is one.
+    #[arg(long, global = true, env = "KDBUILD_PROFILE", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Print tables as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -52,6 +61,8 @@ pub enum Command {
     Log(log::Args),
     /// Show valid store paths: content hash, size, deriver.
     PathInfo(path_info::Args),
+    /// List the SLURM jobs no realizer has settled yet, with their states.
+    Status(status::Args),
     /// Build one derivation in a staging directory (internal: the realizer runs this).
     #[command(hide = true)]
     Build(build::Args),
@@ -64,6 +75,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         pipeline: cli.pipeline,
         json: cli.json,
         verbose: cli.verbose,
+        executor: cli.executor,
+        profile: cli.profile,
     };
     match cli.command {
         Command::Realize(a) => realize::run(&ctx, a),
@@ -72,6 +85,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Graph(a) => graph::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),
         Command::PathInfo(a) => path_info::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
     }
 }
