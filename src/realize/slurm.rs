@@ -974,25 +974,26 @@ fn describe_end(
 ) -> String {
     let r = &drv.recorded.resources;
     let id = &job.job_id;
-    let mut s = match &status.state {
-        JobState::OutOfMemory => match job.mem_mb {
-            Some(m) => format!("OUT_OF_MEMORY: job {id} used more than its --mem={m}M"),
-            None => format!("OUT_OF_MEMORY: job {id} ran out of memory"),
-        },
-        JobState::Timeout => match r.time_s {
-            Some(t) => format!(
-                "TIMEOUT: job {id} ran past its --time={}",
-                crate::pipeline::resources::format_slurm_time(t)
-            ),
-            None => format!("TIMEOUT: job {id} ran past its time limit"),
-        },
-        JobState::Failed => format!("FAILED: job {id} exited with an error"),
-        JobState::Cancelled => format!("CANCELLED: job {id} was cancelled"),
-        JobState::NodeFail => format!("NODE_FAIL: the node of job {id} failed"),
-        JobState::Preempted => format!("PREEMPTED: job {id} was preempted"),
-        JobState::Completed => format!("COMPLETED: job {id} ended"),
-        other => format!("{other}: job {id} ended"),
-    };
+    let mut s = format!("job {id} ended {}", status.state);
+    match &status.state {
+        JobState::OutOfMemory => {
+            if let Some(m) = job.mem_mb {
+                s.push_str(&format!(": it used more than its --mem={m}M"));
+            }
+        }
+        JobState::Timeout => {
+            if let Some(t) = r.time_s {
+                s.push_str(&format!(
+                    ": it ran past its --time={}",
+                    crate::pipeline::resources::format_slurm_time(t)
+                ));
+            }
+        }
+        JobState::NodeFail => s.push_str(": its node failed"),
+        JobState::Preempted => s.push_str(": a job of higher priority took its place"),
+        JobState::Cancelled => s.push_str(": it was cancelled"),
+        _ => {}
+    }
     if let Some(code) = &status.exit_code
         && code != "0:0"
     {
@@ -1007,7 +1008,7 @@ fn describe_end(
         s.push_str(&format!(" ({reason})"));
     }
     if let Some(e) = build_error {
-        s.push_str(&format!(": {e}"));
+        s.push_str(&format!("; the build said: {e}"));
     }
     s
 }

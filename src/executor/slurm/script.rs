@@ -8,7 +8,10 @@
 //! (checked against slurm-wlm 22.05: a job name of `a b "q" 'x' $(touch f) `id` #c \` arrives
 //! intact, and nothing runs). A newline would end the `#SBATCH` line and start a shell
 //! line, so values with control characters are refused. In `--output` a `%` is a pattern
-//! (`%j`), so a literal one is doubled.
+//! (`%j`), so a literal one is doubled; and a `\` anywhere in it turns patterns off and is
+//! itself dropped (slurm-wlm 22.05), so a log path with a backslash cannot be said to SLURM
+//! at all: then SLURM's output goes to `/dev/null` and the script sends its own output to
+//! the log (`exec >'…' 2>&1`), losing only slurmstepd's own lines.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -87,8 +90,13 @@ pub fn render(job: &JobScript) -> Result<String, ScriptError> {
     let mut lines: Vec<(String, String)> = Vec::new(); // (what, flag)
     let mut opt = |what: &str, flag: String| lines.push((what.to_string(), flag));
     opt("job name", format!("--job-name=kd-{}", job.target));
-    let log = path_str("log path", job.log)?.replace('%', "%%");
-    opt("log path", format!("--output={log}"));
+    let log = path_str("log path", job.log)?;
+    let redirect = log.contains('\\');
+    if redirect {
+        opt("log path", "--output=/dev/null".into());
+    } else {
+        opt("log path", format!("--output={}", log.replace('%', "%%")));
+    }
     opt(
         "working directory",
         format!("--chdir={}", path_str("working directory", job.workdir)?),
@@ -145,6 +153,9 @@ pub fn render(job: &JobScript) -> Result<String, ScriptError> {
     );
     for (what, flag) in &lines {
         let _ = writeln!(s, "#SBATCH {}", sbatch_quote(what, flag)?);
+    }
+    if redirect {
+        let _ = writeln!(s, "exec >{} 2>&1", shell_quote(log));
     }
     let words: Vec<String> = job.command.iter().map(|w| shell_quote(w)).collect();
     let _ = writeln!(s, "exec {}", words.join(" "));
@@ -314,6 +325,22 @@ exec '/store/bin/x-kdbuild' 'build'
             "{s}"
         );
         assert!(s.contains(r#"#SBATCH "--chdir=/st%ore/tmp""#), "{s}");
+
+        let log = PathBuf::from(r"/st\ore/log/1.log");
+        let s = render(&JobScript {
+            target: "t",
+            attempt: 1,
+            log: &log,
+            workdir: &wd,
+            resources: &Resources::default(),
+            mem_mb: None,
+            profile: &Profile::default(),
+            dependencies: &[],
+            command: &["k".into()],
+        })
+        .unwrap();
+        assert!(s.contains(r#"#SBATCH "--output=/dev/null""#), "{s}");
+        assert!(s.contains("exec >'/st\\ore/log/1.log' 2>&1\nexec 'k'\n"), "{s}");
     }
 
     #[test]
