@@ -6,6 +6,7 @@
 //!   <hash>-<name>/            valid outputs, read-only (valid iff registered in db.sqlite)
 //!   drv/<hash>.json           derivations, as instantiated
 //!   tmp/<hash>-<name>.<n>/    staging directories of running or failed builds
+//!   bin/<blake3>-kdbuild      binaries that SLURM jobs run (see `executor::slurm`)
 //!   log/<hash>/<n>.log        build logs, and <n>.result.json written by the build
 //!   locks/<hash>.lock         per-path build locks
 //!   roots/                    named roots (links to store paths, or to result links)

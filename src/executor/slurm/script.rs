@@ -340,7 +340,10 @@ exec '/store/bin/x-kdbuild' 'build'
         })
         .unwrap();
         assert!(s.contains(r#"#SBATCH "--output=/dev/null""#), "{s}");
-        assert!(s.contains("exec >'/st\\ore/log/1.log' 2>&1\nexec 'k'\n"), "{s}");
+        assert!(
+            s.contains("exec >'/st\\ore/log/1.log' 2>&1\nexec 'k'\n"),
+            "{s}"
+        );
     }
 
     #[test]
