@@ -75,6 +75,7 @@ impl Error {
             Error::Profile(ProfileError::Read { .. }) => ErrorKind::Environment,
             Error::Profile(_) => ErrorKind::User,
             Error::Slurm(_) => ErrorKind::Environment,
+            Error::Realize(RealizeError::LiveJobs { .. }) => ErrorKind::User,
             Error::Store(StoreError::NoDerivation(_)) => ErrorKind::User,
             Error::Store(StoreError::Register { .. }) => ErrorKind::Internal,
             Error::Store(_) | Error::Realize(_) | Error::Environment(_) => ErrorKind::Environment,

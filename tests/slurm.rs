@@ -254,6 +254,17 @@ fn detach_then_status_then_a_reattaching_realize_registers_without_resubmitting(
     let queued: BTreeSet<String> = jobs(&p).into_iter().map(|j| j.0).collect();
     assert_eq!(queued.len(), 10);
 
+    // The local executor will not build what the queued jobs are building.
+    let local = p.run("dag.toml", &["realize", ALL_EVALS]);
+    assert_eq!(local.code, 2, "{}", local.stderr);
+    assert!(
+        local
+            .stderr
+            .contains("re-attach with `kdbuild realize --executor slurm`"),
+        "{}",
+        local.stderr
+    );
+
     // `status` lists every job with its SLURM state.
     let s = p.run("dag.toml", &["status"]).ok();
     for id in &queued {

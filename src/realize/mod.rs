@@ -122,6 +122,17 @@ pub enum RealizeError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Slurm(#[from] crate::executor::slurm::SlurmError),
+    /// The local executor was asked to build what SLURM jobs are building.
+    #[error(
+        "`{target}`{} {} a SLURM job in flight (job {job_id}): re-attach with `kdbuild realize --executor slurm` (it also reports jobs you cancelled with `scancel`)",
+        if *.more > 0 { format!(" and {} more", .more) } else { String::new() },
+        if *.more > 0 { "have" } else { "has" }
+    )]
+    LiveJobs {
+        target: String,
+        job_id: String,
+        more: usize,
+    },
 }
 
 /// Builds every node of `plan` marked `build`. `store` is shared with the build tasks.
@@ -152,11 +163,36 @@ pub fn run(
             store, plan, &drvs, registry, opts, so, &client, reporter, to_build,
         ));
     }
+    refuse_live_jobs(&store.lock().expect("store lock"), plan, &to_build)?;
     let root = store.lock().expect("store lock").root().to_path_buf();
     let executor = LocalExecutor::new(&root).map_err(RealizeError::Runtime)?;
     rt.block_on(schedule(
         store, plan, &drvs, registry, opts, reporter, executor, to_build,
     ))
+}
+
+/// The local executor must not build what a SLURM job (queued by a detached or interrupted
+/// realizer) is building: both would write the same store path.
+fn refuse_live_jobs(store: &Store, plan: &Plan, to_build: &[usize]) -> Result<(), RealizeError> {
+    let mut live = Vec::new();
+    for &i in to_build {
+        let hash = plan.inst.nodes[i].hash.to_string();
+        if let Some(j) = store
+            .db
+            .unsettled_job(&hash)
+            .map_err(|e| StoreError::db(store.root(), e))?
+        {
+            live.push(j);
+        }
+    }
+    match live.first() {
+        None => Ok(()),
+        Some(j) => Err(RealizeError::LiveJobs {
+            target: j.target.clone(),
+            job_id: j.job_id.clone(),
+            more: live.len() - 1,
+        }),
+    }
 }
 
 /// Writes the derivation files and rows of everything about to be built.

@@ -203,7 +203,13 @@ pub(super) async fn schedule(
         if live.is_empty() && !waiting {
             break;
         }
-        if d.opts.detach && !waiting {
+        // Detached: leave once everything is queued, after one poll of any job adopted from
+        // an earlier realizer (so what finished meanwhile is registered now).
+        let unpolled = d
+            .to_build
+            .iter()
+            .any(|&i| matches!(&d.state[i], NodeState::Live(j) if j.state.is_none()));
+        if d.opts.detach && !waiting && !unpolled {
             d.leave_queued("queued");
             break;
         }
@@ -310,6 +316,7 @@ impl Driver<'_> {
             if !ready {
                 continue;
             }
+            after.sort_by_key(|id| (id.len(), id.clone()));
             if self.start(i, after)? {
                 count += 1;
                 live += 1;
