@@ -120,6 +120,12 @@ impl Reporter for RealizeReporter {
         self.line(text);
     }
 
+    fn pause(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
     fn finished(&mut self, target: &str, seconds: f64, outcome: &Outcome) {
         self.running.retain(|t| t != target);
         match outcome {

@@ -47,12 +47,14 @@ impl Line {
             if let Some(r) = &s.reason {
                 parts.push(r.clone());
             }
-            if let Some(e) = &s.elapsed {
-                parts.push(format!("time {e}"));
+            if let Some(e) = &s.elapsed
+                && s.state.has_started()
+            {
+                parts.push(format!("ran {e}"));
             }
         }
         if self.ended() {
-            parts.push("ended; `kdbuild realize` registers or reports it".into());
+            parts.push("ended: `kdbuild realize` registers it".into());
         } else if !self.row.depends_on.is_empty() {
             parts.push(format!("after {}", self.row.depends_on.join(",")));
         }

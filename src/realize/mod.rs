@@ -93,6 +93,8 @@ pub trait Reporter {
     fn note(&mut self, text: &str) {
         let _ = text;
     }
+    /// Stop drawing anything that would overwrite a question on the terminal.
+    fn pause(&mut self) {}
 }
 
 /// What a realize did.

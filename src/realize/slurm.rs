@@ -899,10 +899,12 @@ impl Driver<'_> {
             OnInterrupt::Cancel => true,
             OnInterrupt::Keep => false,
             OnInterrupt::Ask => {
-                ctrl_c
-                    && std::io::stdin().is_terminal()
-                    && std::io::stderr().is_terminal()
-                    && ask(ids.len(), sigint).await
+                let ask_here =
+                    ctrl_c && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+                if ask_here {
+                    self.reporter.pause();
+                }
+                ask_here && ask(ids.len(), sigint).await
             }
         };
         if !cancel {
