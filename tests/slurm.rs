@@ -21,26 +21,35 @@ const ALL_EVALS: &str = "*-eval";
 /// A profile that polls fast, for tests.
 const PROFILE: &str = "[slurm]\npoll_interval = \"1s\"\nlatency_wait = \"5s\"\n";
 
-/// Whether a SLURM cluster answers here. Without one: a skip message, or a failure on CI.
+/// Whether a SLURM cluster answers here (asked once per test binary). Without one: a skip
+/// message, or a failure on CI.
 fn cluster() -> bool {
-    let works = |prog: &str, args: &[&str]| {
-        Command::new(prog)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let ok = works("sbatch", &["--version"]) && works("squeue", &["--noheader"]);
-    if !ok {
+    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let up = *UP.get_or_init(|| {
+        let works = |prog: &str, args: &[&str]| {
+            Command::new(prog)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        works("sbatch", &["--version"]) && works("squeue", &["--noheader"])
+    });
+    if !up {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!(
                 "CI=true but no SLURM cluster answers (sbatch/squeue): run `scripts/slurm-cluster.sh up` first"
             );
         }
-        eprintln!("skipped: no SLURM cluster here (start one with `scripts/slurm-cluster.sh up`)");
+        // Straight to stderr, past the test harness's capture, so the skip is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no SLURM cluster here (start one with `scripts/slurm-cluster.sh up`)"
+        );
     }
-    ok
+    up
 }
 
 fn slurm_dag() -> Project {
@@ -491,10 +500,17 @@ target = "hog"
 kind = "command"
 command = ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=250M count=1 && echo fits > {out}/ok"]
 resources = { mem = "100M", retries = 1, mem_growth = 4, time = "5m" }
+
+[stages.use]
+target = "uses-hog"
+kind = "command"
+command = ["sh", "-c", "cat {in.hog}/ok > {out}/ok"]
+inputs.hog = "hog"
+resources = { mem = "64M", time = "5m" }
 "#,
     )
     .write("kdbuild.toml", PROFILE);
-    let r = slurm(&p, "oom.toml", &["realize", "hog"]).ok();
+    let r = slurm(&p, "oom.toml", &["realize", "uses-hog"]).ok();
     assert!(
         r.stderr
             .contains("ended OUT_OF_MEMORY: it used more than its --mem=100M"),
@@ -507,13 +523,29 @@ resources = { mem = "100M", retries = 1, mem_growth = 4, time = "5m" }
         "{}",
         r.stderr
     );
+    // The dependent's first job waited on the failed attempt: it was cancelled and queued
+    // again after the retry.
     let js = jobs(&p);
-    assert_eq!(js.len(), 2, "{js:?}");
-    assert_eq!((js[0].3.as_str(), js[0].6), ("OUT_OF_MEMORY", Some(100)));
-    assert_eq!((js[1].3.as_str(), js[1].6), ("COMPLETED", Some(400)));
-    assert_eq!(p.valid_targets(), vec!["hog"]);
+    let view: Vec<(&str, &str, Option<i64>)> = js
+        .iter()
+        .map(|j| (j.1.as_str(), j.3.as_str(), j.6))
+        .collect();
     assert_eq!(
-        fs::read_to_string(p.path().join("results/hog/ok")).unwrap(),
+        view,
+        vec![
+            ("hog", "OUT_OF_MEMORY", Some(100)),
+            ("uses-hog", "CANCELLED", Some(64)),
+            ("hog", "COMPLETED", Some(400)),
+            ("uses-hog", "COMPLETED", Some(64)),
+        ],
+        "{js:?}"
+    );
+    assert_eq!(js[1].5, "input hog is retried");
+    assert_eq!(js[1].7, js[0].0, "afterok on the first attempt");
+    assert_eq!(js[3].7, js[2].0, "afterok on the retry");
+    assert_eq!(p.valid_targets(), vec!["hog", "uses-hog"]);
+    assert_eq!(
+        fs::read_to_string(p.path().join("results/uses-hog/ok")).unwrap(),
         "fits\n"
     );
 }
