@@ -261,7 +261,7 @@ status() {
     if alive "/run/$d.pid"; then echo "${d#*/}: running"; else echo "${d#*/}: stopped"; fi
   done
   echo "cgroup: $(cgroup_mode)"
-  sinfo 2>/dev/null || true
+  if alive "$RUN/slurmctld.pid"; then sinfo 2>/dev/null || true; fi
 }
 
 # Probes, printed for the record: does a job over its --mem end OUT_OF_MEMORY here?
