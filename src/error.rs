@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::executor::slurm::SlurmError;
+use crate::executor::slurm::profile::ProfileError;
 use crate::pipeline::PipelineError;
 use crate::realize::RealizeError;
 use crate::store::StoreError;
@@ -43,6 +45,12 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Realize(#[from] RealizeError),
+    /// A SLURM profile that does not read.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// SLURM's commands failed or are missing.
+    #[error(transparent)]
+    Slurm(#[from] SlurmError),
     /// A command-line mistake the parser could not catch.
     #[error("{0}")]
     Usage(String),
@@ -64,6 +72,10 @@ impl Error {
                 _ => ErrorKind::User,
             },
             Error::Usage(_) => ErrorKind::User,
+            Error::Profile(ProfileError::Read { .. }) => ErrorKind::Environment,
+            Error::Profile(_) => ErrorKind::User,
+            Error::Slurm(_) => ErrorKind::Environment,
+            Error::Realize(RealizeError::LiveJobs { .. }) => ErrorKind::User,
             Error::Store(StoreError::NoDerivation(_)) => ErrorKind::User,
             Error::Store(StoreError::Register { .. }) => ErrorKind::Internal,
             Error::Store(_) | Error::Realize(_) | Error::Environment(_) => ErrorKind::Environment,

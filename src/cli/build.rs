@@ -18,6 +18,10 @@ pub struct Args {
     /// Where to write the result record, last.
     #[arg(long)]
     pub result: PathBuf,
+    /// On success, move the output to its store path (unregistered), for builds whose
+    /// dependents run on other machines (SLURM jobs).
+    #[arg(long)]
+    pub publish: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
@@ -26,11 +30,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         .parse()
         .map_err(|e: crate::hash::HashParseError| Error::Usage(e.to_string()))?;
     let registry = Registry::builtin();
-    let ok =
-        run_build(&ctx.store, &hash, &args.out, &args.result, &registry).map_err(|e| match e {
-            crate::executor::builder::BuildSetupError::Store(s) => Error::Store(s),
-            other => Error::BuildFailed(other.to_string()),
-        })?;
+    let ok = run_build(
+        &ctx.store,
+        &hash,
+        &args.out,
+        &args.result,
+        &registry,
+        args.publish,
+    )
+    .map_err(|e| match e {
+        crate::executor::builder::BuildSetupError::Store(s) => Error::Store(s),
+        other => Error::BuildFailed(other.to_string()),
+    })?;
     if ok {
         Ok(())
     } else {

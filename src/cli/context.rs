@@ -14,6 +14,13 @@ use crate::store::source::StoreLookup;
 /// The pipeline used when neither `--pipeline` nor `KDBUILD_PIPELINE` names one.
 pub const DEFAULT_PIPELINE: &str = "pipelines/demo.toml";
 
+/// Where builds run (`--executor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
 /// Global flags.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -21,6 +28,9 @@ pub struct Context {
     pub pipeline: PathBuf,
     pub json: bool,
     pub verbose: bool,
+    pub executor: ExecutorKind,
+    /// `--profile`: the SLURM profile file.
+    pub profile: Option<PathBuf>,
 }
 
 impl Context {
@@ -29,6 +39,14 @@ impl Context {
         let registry = Registry::builtin();
         let p = Pipeline::load(&self.pipeline, &registry)?;
         Ok((p, registry))
+    }
+
+    /// The SLURM profile: `--profile`, else `kdbuild.toml` beside the pipeline, else defaults.
+    pub fn slurm_profile(&self) -> Result<crate::executor::slurm::Profile, Error> {
+        Ok(crate::executor::slurm::profile::find(
+            self.profile.as_deref(),
+            &self.pipeline,
+        )?)
     }
 
     /// Opens (creating) the store.

@@ -12,6 +12,7 @@ pub mod path_info;
 pub mod realize;
 pub mod report;
 pub mod show_derivation;
+pub mod status;
 pub mod targets;
 
 use std::path::PathBuf;
@@ -30,6 +31,14 @@ pub struct Cli {
     /// The pipeline file.
     #[arg(long, global = true, env = "KDBUILD_PIPELINE", default_value = context::DEFAULT_PIPELINE)]
     pub pipeline: PathBuf,
+    /// Where builds run: `local` (child processes) or `slurm` (one sbatch job per
+    /// derivation). Recorded with each build, never hashed.
+    #[arg(long, global = true, env = "KDBUILD_EXECUTOR", value_enum, default_value_t = context::ExecutorKind::Local)]
+    pub executor: context::ExecutorKind,
+    /// The SLURM profile (account, partition, qos, mail, sbatch flags, polling); default:
+    /// `kdbuild.toml` beside the pipeline file, if there is one.
+    #[arg(long, global = true, env = "KDBUILD_PROFILE", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Print tables as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -58,6 +67,8 @@ pub enum Command {
     Metrics(metrics::Args),
     /// Write a self-contained HTML report of realized evaluations.
     Report(report::Args),
+    /// List the SLURM jobs no realizer has settled yet, with their states.
+    Status(status::Args),
     /// Build one derivation in a staging directory (internal: the realizer runs this).
     #[command(hide = true)]
     Build(build::Args),
@@ -70,6 +81,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         pipeline: cli.pipeline,
         json: cli.json,
         verbose: cli.verbose,
+        executor: cli.executor,
+        profile: cli.profile,
     };
     match cli.command {
         Command::Realize(a) => realize::run(&ctx, a),
@@ -80,6 +93,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::PathInfo(a) => path_info::run(&ctx, a),
         Command::Metrics(a) => metrics::run(&ctx, a),
         Command::Report(a) => report::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
     }
 }

@@ -97,6 +97,35 @@ impl Reporter for RealizeReporter {
         self.redraw();
     }
 
+    fn submitted(&mut self, target: &str, job_id: &str, after: &[String], adopted: bool) {
+        self.running.push(target.to_string());
+        let after = if after.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (after job{} {})",
+                if after.len() == 1 { "" } else { "s" },
+                after.join(", ")
+            )
+        };
+        if adopted {
+            self.line(&format!("re-attached to job {job_id} of {target}{after}"));
+        } else {
+            self.line(&format!("submitted {target} as job {job_id}{after}"));
+        }
+        self.redraw();
+    }
+
+    fn note(&mut self, text: &str) {
+        self.line(text);
+    }
+
+    fn pause(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
     fn finished(&mut self, target: &str, seconds: f64, outcome: &Outcome) {
         self.running.retain(|t| t != target);
         match outcome {
@@ -126,6 +155,10 @@ impl Reporter for RealizeReporter {
                 self.line(&format!("skipped {target}: input {dep} failed"));
             }
             Outcome::Interrupted => self.line(&format!("interrupted {target}")),
+            Outcome::Queued { job_id } => {
+                self.done += 1;
+                self.line(&format!("{target}: job {job_id} is queued or running"));
+            }
         }
         self.redraw();
         if self.done + self.failed == self.total

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use super::context::Context;
+use super::context::{Context, ExecutorKind};
 use super::output::{RealizeReporter, print_json};
 use crate::Error;
 use crate::pipeline::Pipeline;
-use crate::realize::{self, Options, Plan};
+use crate::realize::slurm::{OnInterrupt, SlurmOptions};
+use crate::realize::{self, ExecutorChoice, Options, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,9 +21,10 @@ pub struct Args {
     /// Show what would be built and why; change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Builds at once.
-    #[arg(short, long, default_value_t = 1)]
-    pub jobs: usize,
+    /// Builds at once (default 1); with `--executor slurm`, the most jobs queued at once
+    /// (default: the profile's `max_queued`).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
     /// Go on with independent builds after a failure.
     #[arg(short, long)]
     pub keep_going: bool,
@@ -38,9 +40,46 @@ pub struct Args {
     /// Make no result links.
     #[arg(long)]
     pub no_link: bool,
+    /// `--executor slurm`: return once every derivation is queued; a later `kdbuild
+    /// realize` re-attaches to the jobs and registers their outputs.
+    #[arg(long)]
+    pub detach: bool,
+    /// `--executor slurm`: on Ctrl-C cancel this realize's jobs without asking (without
+    /// it, a terminal is asked; elsewhere the jobs stay queued).
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
+    let slurm = ctx.executor == ExecutorKind::Slurm;
+    if !slurm && (args.detach || args.cancel_on_interrupt) {
+        return Err(Error::Usage(format!(
+            "`{}` needs `--executor slurm`",
+            if args.detach {
+                "--detach"
+            } else {
+                "--cancel-on-interrupt"
+            }
+        )));
+    }
+    if args.jobs == Some(0) {
+        return Err(Error::Usage("`-j` must be at least 1".into()));
+    }
+    let executor = if slurm && !args.dry_run {
+        let profile = ctx.slurm_profile()?;
+        ExecutorChoice::Slurm(Box::new(SlurmOptions {
+            max_queued: args.jobs.unwrap_or(profile.max_queued),
+            profile,
+            detach: args.detach,
+            on_interrupt: if args.cancel_on_interrupt {
+                OnInterrupt::Cancel
+            } else {
+                OnInterrupt::Ask
+            },
+        }))
+    } else {
+        ExecutorChoice::Local
+    };
     let (pipeline, registry) = ctx.load()?;
     let roots = pipeline.select(&args.targets)?;
     let mut forced: HashSet<usize> = HashSet::new();
@@ -74,8 +113,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         &plan,
         &registry,
         &Options {
-            jobs: args.jobs,
+            jobs: args.jobs.unwrap_or(1),
             keep_going: args.keep_going,
+            executor,
         },
         &mut reporter,
     )?;
@@ -104,6 +144,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             "built": summary.built,
             "failed": summary.failed,
             "skipped": summary.skipped,
+            "queued": summary.queued,
             "results": valid_roots.iter().map(|&r| {
                 let n = &plan.inst.nodes[r];
                 json!({"target": pipeline.targets[n.target].name, "path": store.path_of(&n.path)})

@@ -30,6 +30,10 @@ pub struct BuildResult {
     /// Peak resident memory of the build and its children, in KiB.
     pub peak_rss_kb: i64,
     pub kdbuild_version: String,
+    /// The output was moved to its store path (unregistered) instead of staying in the
+    /// staging directory (`--publish`, for builds whose dependents run elsewhere).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub published: bool,
 }
 
 /// Errors before the stage could run at all.
@@ -45,12 +49,18 @@ pub enum BuildSetupError {
 
 /// Builds derivation `hash` of the store at `store_root` into `out`, writing `result` last.
 /// Returns whether the build succeeded.
+///
+/// With `publish`, a successful output is then moved to its store path, unregistered (and
+/// read-only), unless something is there already (a valid path being rebuilt): a SLURM job
+/// does this so that the jobs queued after it (`afterok`) find their inputs where they
+/// belong before any realizer has registered them. The realizer registers it in place.
 pub fn run_build(
     store_root: &Path,
     hash: &DrvHash,
     out: &Path,
     result: &Path,
     registry: &Registry,
+    publish: bool,
 ) -> Result<bool, BuildSetupError> {
     let started_at = now_ms();
     let drv = crate::store::read_derivation_at(store_root, hash)?;
@@ -60,6 +70,7 @@ pub fn run_build(
         Err(BuildError::Stage(e)) => (false, Some(e.to_string())),
         Err(BuildError::Setup(e)) => (false, Some(e.to_string())),
     };
+    let published = succeeded && publish && publish_output(store_root, hash, &drv.name, out);
     if let Some(e) = &error {
         eprintln!("kdbuild: build of `{}` failed: {e}", drv.name);
     }
@@ -72,12 +83,43 @@ pub fn run_build(
         ended_at: now_ms(),
         peak_rss_kb: peak_rss_kb(),
         kdbuild_version: env!("CARGO_PKG_VERSION").to_string(),
+        published,
     };
     write_result(result, &record).map_err(|e| crate::store::StoreError::Io {
         path: result.to_path_buf(),
         source: e,
     })?;
     Ok(succeeded)
+}
+
+/// Moves a finished output to its store path if nothing is there; whether it did.
+fn publish_output(store_root: &Path, hash: &DrvHash, name: &str, out: &Path) -> bool {
+    use crate::store::tree_hash::make_read_only;
+    let Ok(path) = crate::store_path::StorePath::new(*hash, name) else {
+        return false;
+    };
+    let dest = store_root.join(path.to_string());
+    if dest.symlink_metadata().is_ok() {
+        return false;
+    }
+    // Contents read-only first; the top directory after the move (see `register_output`).
+    let moved = make_read_only(out, false).and_then(|_| std::fs::rename(out, &dest));
+    match moved {
+        Ok(()) => {
+            if let Err(e) = make_read_only(&dest, true) {
+                eprintln!("kdbuild: cannot make `{}` read-only: {e}", dest.display());
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "kdbuild: cannot move the output to `{}` ({e}); it stays in `{}`",
+                dest.display(),
+                out.display()
+            );
+            false
+        }
+    }
 }
 
 enum BuildError {

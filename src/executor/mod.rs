@@ -6,6 +6,7 @@
 
 pub mod builder;
 pub mod local;
+pub mod slurm;
 
 use std::path::PathBuf;
 

@@ -3,6 +3,10 @@
 //! Memory: a number of MiB, or a number with a unit `K M G T` (binary, as SLURM reads them).
 //! Time: a number of minutes, `30m`, `6h`, `2h30m`, `90s`, `1d`, or SLURM's own forms
 //! `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`.
+//! Names (`partition`, `account`) and extra `sbatch` flags are checked here too, so that a
+//! value that could never work on a cluster is a located error when the pipeline loads, not
+//! a failed submission later: no blanks or control characters in names, flags written as one
+//! `--name=value` word each, and none of the flags kdbuild sets itself.
 
 use crate::derivation::Resources;
 
@@ -33,6 +37,15 @@ pub fn resolve(
             message: "must be at least 1".into(),
         });
     }
+    if cpus.is_some_and(|c| c > 4096) {
+        return Err(ResourceError {
+            key: "cpus",
+            message: format!(
+                "{} CPUs for one task is not plausible (at most 4096)",
+                cpus.unwrap_or(0)
+            ),
+        });
+    }
     if gpus.is_some_and(|g| g > 64) {
         return Err(ResourceError {
             key: "gpus",
@@ -51,6 +64,24 @@ pub fn resolve(
             message: format!("{g} is not a factor between 1 and 16"),
         });
     }
+    let partition = o.partition.clone().or_else(|| b.partition.clone());
+    let account = o.account.clone().or_else(|| b.account.clone());
+    for (key, v) in [("partition", &partition), ("account", &account)] {
+        if let Some(v) = v {
+            check_name(v).map_err(|message| ResourceError { key, message })?;
+        }
+    }
+    let sbatch = o
+        .sbatch
+        .clone()
+        .or_else(|| b.sbatch.clone())
+        .unwrap_or_default();
+    for f in &sbatch {
+        check_sbatch_flag(f).map_err(|m| ResourceError {
+            key: "sbatch",
+            message: format!("`{f}`: {m}"),
+        })?;
+    }
     Ok(Resources {
         cpus,
         mem_mb: mem.map(parse_mem).transpose().map_err(|m| ResourceError {
@@ -65,16 +96,71 @@ pub fn resolve(
                 key: "time",
                 message: m,
             })?,
-        partition: o.partition.clone().or_else(|| b.partition.clone()),
-        account: o.account.clone().or_else(|| b.account.clone()),
-        sbatch: o
-            .sbatch
-            .clone()
-            .or_else(|| b.sbatch.clone())
-            .unwrap_or_default(),
+        partition,
+        account,
+        sbatch,
         retries: o.retries.or(b.retries),
         mem_growth,
     })
+}
+
+/// Flags that kdbuild sets itself (the log, the dependencies, the working directory, the
+/// one job per derivation), so a stage or profile may not: (long name, short form).
+pub const RESERVED_SBATCH_FLAGS: &[(&str, &str)] = &[
+    ("output", "-o"),
+    ("error", "-e"),
+    ("input", "-i"),
+    ("job-name", "-J"),
+    ("dependency", "-d"),
+    ("kill-on-invalid-dep", ""),
+    ("chdir", "-D"),
+    ("array", "-a"),
+    ("wrap", ""),
+    ("parsable", ""),
+];
+
+/// Checks one extra `sbatch` flag: one `--name=value` (or `-x`) word, no control characters,
+/// not one that kdbuild sets itself.
+pub fn check_sbatch_flag(flag: &str) -> Result<(), String> {
+    if flag.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    if !flag.starts_with('-') || flag.len() < 2 {
+        return Err(
+            "expected a flag such as \"--constraint=a100\" (one flag per string, values after `=`)"
+                .into(),
+        );
+    }
+    let reserved = if let Some(long) = flag.strip_prefix("--") {
+        let name = long.split('=').next().unwrap_or_default();
+        RESERVED_SBATCH_FLAGS.iter().find(|(l, _)| *l == name)
+    } else {
+        let short = flag.get(..2).unwrap_or(flag);
+        RESERVED_SBATCH_FLAGS.iter().find(|(_, s)| *s == short)
+    };
+    match reserved {
+        Some((name, _)) => Err(format!("kdbuild sets `--{name}` itself")),
+        None => Ok(()),
+    }
+}
+
+/// Checks a SLURM name (partition, account, qos): non-empty, no blanks or control characters.
+pub fn check_name(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = v.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{}`: SLURM names contain no {}",
+            v.escape_debug(),
+            if c.is_control() {
+                "control characters"
+            } else {
+                "blanks"
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// Memory in MiB.
@@ -230,5 +316,43 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(None, Some(&bad)).unwrap_err().key, "time");
+    }
+
+    #[test]
+    fn names_flags_and_counts_are_checked() {
+        let with = |f: fn(&mut ResourcesSpec)| {
+            let mut r = ResourcesSpec::default();
+            f(&mut r);
+            resolve(None, Some(&r))
+        };
+        assert_eq!(
+            with(|r| r.partition = Some("gpu nodes".into()))
+                .unwrap_err()
+                .key,
+            "partition"
+        );
+        assert_eq!(
+            with(|r| r.account = Some("a\necho x".into()))
+                .unwrap_err()
+                .key,
+            "account"
+        );
+        assert_eq!(with(|r| r.gpus = Some(65)).unwrap_err().key, "gpus");
+        assert_eq!(with(|r| r.cpus = Some(0)).unwrap_err().key, "cpus");
+        assert_eq!(with(|r| r.cpus = Some(100_000)).unwrap_err().key, "cpus");
+        let e = with(|r| r.sbatch = Some(vec!["--output=/x".into()])).unwrap_err();
+        assert_eq!(e.key, "sbatch");
+        assert!(
+            e.message.contains("sets `--output` itself"),
+            "{}",
+            e.message
+        );
+        assert!(with(|r| r.sbatch = Some(vec!["-o".into()])).is_err());
+        assert!(with(|r| r.sbatch = Some(vec!["exclusive".into()])).is_err());
+        assert!(
+            with(|r| r.sbatch = Some(vec!["--constraint=a100".into(), "--exclusive".into()]))
+                .is_ok()
+        );
+        assert!(with(|r| r.partition = Some("gpu,gpu2".into())).is_ok());
     }
 }

@@ -5,9 +5,16 @@
 //! then finds it valid (validity is re-checked under the lock) instead of building it again.
 //! Failed and interrupted builds are recorded but never registered; their staging directory
 //! and log stay for `kdbuild log`. A rerun builds only what is still missing.
+//!
+//! Two drivers walk the same DAG, one per executor ([`ExecutorChoice`]): the local one keeps
+//! at most `-j` child processes and starts a build when its inputs are registered; the SLURM
+//! one ([`slurm`]) queues a build as soon as its inputs are *queued* (`afterok`), polls all
+//! jobs at once and registers each output after its job ends. They share the plan, the
+//! registration ([`references`]) and the reporting.
 
 pub mod plan;
 pub mod results;
+pub mod slurm;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -31,10 +38,22 @@ use crate::store::{BuildRecord, PathLock, Store, StoreError};
 /// How to realize.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Builds at once.
+    /// Builds at once (local executor).
     pub jobs: usize,
     /// Go on with independent builds after a failure.
     pub keep_going: bool,
+    /// Where builds run.
+    pub executor: ExecutorChoice,
+}
+
+/// Where builds run. Recorded with each build, never hashed.
+#[derive(Clone, Debug, Default)]
+pub enum ExecutorChoice {
+    /// `kdbuild build` as child processes of this realizer.
+    #[default]
+    Local,
+    /// One SLURM job per derivation, the whole DAG queued at once.
+    Slurm(Box<slurm::SlurmOptions>),
 }
 
 /// How one build ended, as the realizer reports it.
@@ -54,6 +73,9 @@ pub enum Outcome {
     DependencyFailed(String),
     /// Stopped by Ctrl-C or SIGTERM; nothing was registered.
     Interrupted,
+    /// Left queued or running on the cluster (`--detach`, or an interrupt that kept the
+    /// jobs); a later `kdbuild realize` re-attaches to the job and registers its output.
+    Queued { job_id: String },
 }
 
 /// Receives the realizer's progress (the CLI draws bars or prints lines).
@@ -61,6 +83,18 @@ pub trait Reporter {
     fn start(&mut self, total: usize);
     fn started(&mut self, target: &str);
     fn finished(&mut self, target: &str, seconds: f64, outcome: &Outcome);
+    /// A batch job was queued for `target` (`adopted`: found queued by an earlier realizer),
+    /// waiting for the jobs `after`.
+    fn submitted(&mut self, target: &str, job_id: &str, after: &[String], adopted: bool) {
+        let _ = (job_id, after, adopted);
+        self.started(target);
+    }
+    /// Anything else worth a line: a retry, cancelled jobs.
+    fn note(&mut self, text: &str) {
+        let _ = text;
+    }
+    /// Stop drawing anything that would overwrite a question on the terminal.
+    fn pause(&mut self) {}
 }
 
 /// What a realize did.
@@ -71,6 +105,8 @@ pub struct Summary {
     pub failed: Vec<String>,
     pub skipped: Vec<String>,
     pub interrupted: bool,
+    /// Targets left queued or running on the cluster.
+    pub queued: Vec<String>,
 }
 
 impl Summary {
@@ -86,6 +122,19 @@ pub enum RealizeError {
     Store(#[from] StoreError),
     #[error("cannot start the build runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Slurm(#[from] crate::executor::slurm::SlurmError),
+    /// The local executor was asked to build what SLURM jobs are building.
+    #[error(
+        "`{target}`{} {} a SLURM job in flight (job {job_id}): re-attach with `kdbuild realize --executor slurm` (it also reports jobs you cancelled with `scancel`)",
+        if *.more > 0 { format!(" and {} more", .more) } else { String::new() },
+        if *.more > 0 { "have" } else { "has" }
+    )]
+    LiveJobs {
+        target: String,
+        job_id: String,
+        more: usize,
+    },
 }
 
 /// Builds every node of `plan` marked `build`. `store` is shared with the build tasks.
@@ -110,11 +159,42 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RealizeError::Runtime)?;
+    if let ExecutorChoice::Slurm(so) = &opts.executor {
+        let client = crate::executor::slurm::SlurmClient::system();
+        return rt.block_on(slurm::schedule(
+            store, plan, &drvs, registry, opts, so, &client, reporter, to_build,
+        ));
+    }
+    refuse_live_jobs(&store.lock().expect("store lock"), plan, &to_build)?;
     let root = store.lock().expect("store lock").root().to_path_buf();
     let executor = LocalExecutor::new(&root).map_err(RealizeError::Runtime)?;
     rt.block_on(schedule(
         store, plan, &drvs, registry, opts, reporter, executor, to_build,
     ))
+}
+
+/// The local executor must not build what a SLURM job (queued by a detached or interrupted
+/// realizer) is building: both would write the same store path.
+fn refuse_live_jobs(store: &Store, plan: &Plan, to_build: &[usize]) -> Result<(), RealizeError> {
+    let mut live = Vec::new();
+    for &i in to_build {
+        let hash = plan.inst.nodes[i].hash.to_string();
+        if let Some(j) = store
+            .db
+            .unsettled_job(&hash)
+            .map_err(|e| StoreError::db(store.root(), e))?
+        {
+            live.push(j);
+        }
+    }
+    match live.first() {
+        None => Ok(()),
+        Some(j) => Err(RealizeError::LiveJobs {
+            target: j.target.clone(),
+            job_id: j.job_id.clone(),
+            more: live.len() - 1,
+        }),
+    }
 }
 
 /// Writes the derivation files and rows of everything about to be built.
@@ -259,7 +339,7 @@ async fn schedule(
                         }
                     }
                     Outcome::Interrupted => summary.interrupted = true,
-                    Outcome::DependencyFailed(_) => {}
+                    Outcome::DependencyFailed(_) | Outcome::Queued { .. } => {}
                 }
             }
             _ = sigint.recv() => { stopping = true; summary.interrupted = true; let _ = stop_tx.send(true); }
@@ -401,17 +481,7 @@ impl BuildTask {
             });
         }
         record.outcome = "succeeded".into();
-        let references: Vec<(String, String)> = {
-            let kind = self.registry.get(&drv.kind);
-            let names = kind.map(|k| k.references(drv)).unwrap_or_default();
-            names
-                .into_iter()
-                .filter_map(|n| {
-                    let p = drv.inputs.get(&n)?.store_path()?;
-                    Some((p.to_string(), n))
-                })
-                .collect()
-        };
+        let references = references(&self.registry, drv);
         let store = self.store.clone();
         let path = node.path.clone();
         let staging = job.staging.clone();
@@ -425,6 +495,20 @@ impl BuildTask {
         .expect("register task")?;
         Ok(Outcome::Built)
     }
+}
+
+/// The references a derivation's output keeps, as its stage kind declares them: (store path,
+/// input name).
+pub fn references(registry: &Registry, drv: &Derivation) -> Vec<(String, String)> {
+    let kind = registry.get(&drv.kind);
+    let names = kind.map(|k| k.references(drv)).unwrap_or_default();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let p = drv.inputs.get(&n)?.store_path()?;
+            Some((p.to_string(), n))
+        })
+        .collect()
 }
 
 /// The last `n` lines of a log.

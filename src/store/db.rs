@@ -83,6 +83,31 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, content_hash)
     );
     "#,
+    // 2: jobs of a batch executor (SLURM), so that a later realizer re-attaches to them
+    r#"
+    CREATE TABLE jobs (
+        id            INTEGER PRIMARY KEY,
+        drv_hash      TEXT NOT NULL,
+        target        TEXT NOT NULL,
+        executor      TEXT NOT NULL,          -- "slurm"
+        job_id        TEXT NOT NULL,          -- the scheduler's id
+        attempt       INTEGER NOT NULL,
+        state         TEXT NOT NULL,          -- last state seen: PENDING, RUNNING, COMPLETED, OUT_OF_MEMORY, ...
+        settled       INTEGER NOT NULL DEFAULT 0, -- 1 once a realizer registered its output or recorded its end
+        submitted_at  INTEGER NOT NULL,       -- unix ms
+        ended_at      INTEGER,
+        staging       TEXT NOT NULL,
+        log_path      TEXT NOT NULL,
+        result_path   TEXT NOT NULL,
+        mem_mb        INTEGER,                -- memory asked for (grows after OUT_OF_MEMORY)
+        depends_on    TEXT NOT NULL DEFAULT '', -- job ids it waits for (afterok), comma-separated
+        binary        TEXT,                   -- blake3 of the kdbuild binary the job runs
+        note          TEXT                    -- how it ended or was settled
+    );
+    CREATE INDEX jobs_drv ON jobs(drv_hash);
+    CREATE INDEX jobs_job_id ON jobs(job_id);
+    CREATE INDEX jobs_unsettled ON jobs(settled) WHERE settled = 0;
+    "#,
 ];
 
 /// A record of one build, written when it ends.
@@ -365,11 +390,13 @@ impl Db {
         st.query_row([id], row_to_build).optional()
     }
 
-    /// The next attempt number for a derivation's build.
+    /// The next attempt number for a derivation's build (after every recorded build and
+    /// every submitted job, which may not have a build record yet).
     pub fn next_attempt(&self, drv_hash: &str) -> rusqlite::Result<u32> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT COALESCE(MAX(attempt), 0) FROM builds WHERE drv_hash = ?1")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT MAX(COALESCE((SELECT MAX(attempt) FROM builds WHERE drv_hash = ?1), 0),
+                        COALESCE((SELECT MAX(attempt) FROM jobs WHERE drv_hash = ?1), 0))",
+        )?;
         Ok(st.query_row([drv_hash], |r| r.get::<_, u32>(0))? + 1)
     }
 

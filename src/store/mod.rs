@@ -6,6 +6,7 @@
 //!   <hash>-<name>/            valid outputs, read-only (valid iff registered in db.sqlite)
 //!   drv/<hash>.json           derivations, as instantiated
 //!   tmp/<hash>-<name>.<n>/    staging directories of running or failed builds
+//!   bin/<blake3>-kdbuild      binaries that SLURM jobs run (see `executor::slurm`)
 //!   log/<hash>/<n>.log        build logs, and <n>.result.json written by the build
 //!   locks/<hash>.lock         per-path build locks
 //!   roots/                    named roots (links to store paths, or to result links)
@@ -17,6 +18,7 @@
 //! references and build record; every reference of a valid path is valid.
 
 pub mod db;
+pub mod jobs;
 pub mod lock;
 pub mod source;
 pub mod tree_hash;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use db::{BuildRecord, Db, PathInfo, RegisterError, Registration};
+pub use jobs::JobRow;
 pub use lock::PathLock;
 
 use crate::derivation::Derivation;
@@ -217,6 +220,38 @@ impl Store {
         tree_hash::remove_tree(&dest).map_err(|e| StoreError::io(&dest, e))?;
         fs::rename(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
         tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
+        self.db
+            .register(&reg)
+            .map_err(|source| StoreError::Register {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(hashed)
+    }
+}
+
+impl Store {
+    /// Registers an output that its build already moved to its store path (a SLURM job
+    /// publishes its output there, unregistered, so that the jobs that depend on it can read
+    /// it): hash the tree, make it read-only and commit path, references and build record
+    /// in one transaction. The caller holds the path's lock and has checked that the path is
+    /// not valid.
+    pub fn register_in_place(
+        &mut self,
+        path: &StorePath,
+        references: Vec<(String, String)>,
+        build: BuildRecord,
+    ) -> Result<tree_hash::Hashed, StoreError> {
+        let dest = self.path_of(path);
+        let hashed = tree_hash::hash_tree(&dest).map_err(|e| StoreError::io(&dest, e))?;
+        tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
+        let reg = Registration {
+            path,
+            content: hashed.hash,
+            size: hashed.size,
+            references,
+            build,
+        };
         self.db
             .register(&reg)
             .map_err(|source| StoreError::Register {
