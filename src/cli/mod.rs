@@ -4,13 +4,19 @@
 
 pub mod build;
 pub mod context;
+pub mod explain;
+pub mod gc;
 pub mod graph;
 pub mod log;
 pub mod output;
 pub mod path_info;
 pub mod realize;
+pub mod resolve;
+pub mod roots;
 pub mod show_derivation;
 pub mod targets;
+pub mod verify;
+pub mod why_depends;
 
 use std::path::PathBuf;
 
@@ -52,6 +58,16 @@ pub enum Command {
     Log(log::Args),
     /// Show valid store paths: content hash, size, deriver.
     PathInfo(path_info::Args),
+    /// Say why a target would be rebuilt: what changed since its result was built.
+    Explain(explain::Args),
+    /// Show the chain of references from one path to another, with the input of each step.
+    WhyDepends(why_depends::Args),
+    /// Delete every store path that no root needs.
+    Gc(gc::Args),
+    /// List, add or remove GC roots.
+    Roots(roots::Args),
+    /// Check the store database against the disk; `--repair` fixes what it finds.
+    Verify(verify::Args),
     /// Build one derivation in a staging directory (internal: the realizer runs this).
     #[command(hide = true)]
     Build(build::Args),
@@ -72,6 +88,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Graph(a) => graph::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),
         Command::PathInfo(a) => path_info::run(&ctx, a),
+        Command::Explain(a) => explain::run(&ctx, a),
+        Command::WhyDepends(a) => why_depends::run(&ctx, a),
+        Command::Gc(a) => gc::run(&ctx, a),
+        Command::Roots(a) => roots::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
     }
 }
