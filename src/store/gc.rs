@@ -515,3 +515,200 @@ pub fn staging_dirs(root: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::DrvHash;
+    use crate::store::BuildRecord;
+    use crate::store::roots::TempRoots;
+
+    /// A store path named `name`, registered with `refs` (input, path) as references and
+    /// `inputs` (input, path) as its derivation's build-time inputs.
+    fn add(
+        store: &mut Store,
+        name: &str,
+        refs: &[(&str, &str)],
+        inputs: &[(&str, &str)],
+    ) -> String {
+        let hash = DrvHash::of_canonical(name.as_bytes());
+        let sp = StorePath::new(hash, name).unwrap();
+        let staging = store.staging_dir(&sp, 1);
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join("out"), name).unwrap();
+        let rows: Vec<(String, String, Option<String>)> = inputs
+            .iter()
+            .map(|(i, p)| (i.to_string(), p.to_string(), None))
+            .collect();
+        store
+            .db
+            .add_derivation(&hash, name, "s", "command", &rows)
+            .unwrap();
+        let refs = refs
+            .iter()
+            .map(|(i, p)| (p.to_string(), i.to_string()))
+            .collect();
+        store
+            .register_output(&staging, &sp, refs, BuildRecord::default())
+            .unwrap();
+        sp.to_string()
+    }
+
+    /// teacher ← student (build input `teacher`, not a runtime reference) ← eval (refers to
+    /// student), all on `prep`; plus an unrooted `junk`.
+    fn fixture() -> (tempfile::TempDir, Store, [String; 5]) {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&d.path().join("store")).unwrap();
+        let prep = add(&mut s, "prep", &[], &[]);
+        let teacher = add(&mut s, "teacher", &[("data", &prep)], &[("data", &prep)]);
+        let student = add(
+            &mut s,
+            "student",
+            &[("data", &prep)],
+            &[("data", &prep), ("teacher", &teacher)],
+        );
+        let eval = add(
+            &mut s,
+            "eval",
+            &[("model", &student)],
+            &[("model", &student)],
+        );
+        let junk = add(&mut s, "junk", &[("data", &prep)], &[("data", &prep)]);
+        let sp: StorePath = eval.parse().unwrap();
+        roots::add_pinned(&s, "eval", &sp, &mut || {}).unwrap();
+        (d, s, [prep, teacher, student, eval, junk])
+    }
+
+    fn valid(s: &Store) -> Vec<String> {
+        let mut v: Vec<String> =
+            s.db.all_valid()
+                .unwrap()
+                .into_iter()
+                .map(|i| i.path)
+                .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn build_inputs_of_kept_paths_are_kept_by_default() {
+        let (_d, mut s, [prep, teacher, student, eval, junk]) = fixture();
+        let r = collect(&mut s, &GcOptions::default(), &mut || {}).unwrap();
+        assert_eq!(
+            r.deleted.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            vec![junk.clone()]
+        );
+        let mut want = vec![prep, teacher, student, eval];
+        want.sort();
+        assert_eq!(valid(&s), want);
+        assert!(!s.root().join(&junk).exists());
+    }
+
+    #[test]
+    fn runtime_only_collects_unreferenced_build_inputs_but_keeps_their_derivations() {
+        let (_d, mut s, [prep, teacher, student, eval, junk]) = fixture();
+        let opts = GcOptions {
+            keep_build_inputs: false,
+            ..Default::default()
+        };
+        let r = collect(&mut s, &opts, &mut || {}).unwrap();
+        let mut deleted: Vec<String> = r.deleted.iter().map(|(p, _)| p.clone()).collect();
+        deleted.sort();
+        let mut want = vec![junk.clone(), teacher.clone()];
+        want.sort();
+        assert_eq!(deleted, want);
+        let mut kept = vec![prep, student, eval];
+        kept.sort();
+        assert_eq!(valid(&s), kept);
+        // The teacher's derivation stays (the student's derivation needs it); junk's goes.
+        let has_drv = |p: &str| {
+            s.db.conn()
+                .query_row(
+                    "SELECT 1 FROM derivations WHERE drv_hash = ?1",
+                    [&p[..32]],
+                    |_| Ok(()),
+                )
+                .is_ok()
+        };
+        assert!(has_drv(&teacher));
+        assert!(!has_drv(&junk));
+    }
+
+    #[test]
+    fn dry_run_deletes_nothing() {
+        let (_d, mut s, paths) = fixture();
+        let before = valid(&s);
+        let r = collect(
+            &mut s,
+            &GcOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+            &mut || {},
+        )
+        .unwrap();
+        assert_eq!(r.deleted.len(), 1);
+        assert_eq!(valid(&s), before);
+        assert!(s.root().join(&paths[4]).exists());
+    }
+
+    #[test]
+    fn max_freed_deletes_referrers_first_and_keeps_the_closure_invariant() {
+        let (_d, mut s, [prep, ..]) = fixture();
+        roots::remove_pinned(s.root(), "eval").unwrap();
+        // Everything is garbage now; free about one path's worth.
+        let r = collect(
+            &mut s,
+            &GcOptions {
+                max_freed: Some(1),
+                ..Default::default()
+            },
+            &mut || {},
+        )
+        .unwrap();
+        assert_eq!(r.deleted.len(), 1);
+        assert_ne!(r.deleted[0].0, prep, "prep is referred to: it goes last");
+        // Every reference of a valid path is valid.
+        let valid: HashSet<String> = valid(&s).into_iter().collect();
+        for p in &valid {
+            for (r, _) in s.db.references(p).unwrap() {
+                assert!(valid.contains(&r), "{p} refers to invalid {r}");
+            }
+        }
+        let r = collect(&mut s, &GcOptions::default(), &mut || {}).unwrap();
+        assert_eq!(r.deleted.len(), 4);
+        assert!(s.db.all_valid().unwrap().is_empty());
+    }
+
+    #[test]
+    fn temporary_roots_keep_paths_while_held() {
+        let (_d, mut s, [.., junk]) = fixture();
+        let held = TempRoots::hold(s.root(), [junk.clone()], &mut || {}).unwrap();
+        let r = collect(&mut s, &GcOptions::default(), &mut || {}).unwrap();
+        assert!(r.deleted.is_empty(), "{:?}", r.deleted);
+        drop(held);
+        let r = collect(&mut s, &GcOptions::default(), &mut || {}).unwrap();
+        assert_eq!(r.deleted.len(), 1);
+    }
+
+    #[test]
+    fn strays_and_dead_staging_go_locked_staging_stays() {
+        let (_d, mut s, _) = fixture();
+        let h = DrvHash::of_canonical(b"stray");
+        let stray = StorePath::new(h, "stray").unwrap();
+        fs::create_dir_all(s.path_of(&stray)).unwrap();
+        let dead = s.staging_dir(&stray, 3);
+        fs::create_dir_all(&dead).unwrap();
+        let h2 = DrvHash::of_canonical(b"busy");
+        let busy = StorePath::new(h2, "busy").unwrap();
+        let live = s.staging_dir(&busy, 1);
+        fs::create_dir_all(&live).unwrap();
+        let _build = PathLock::exclusive(&s.lock_file(&h2)).unwrap();
+        let r = collect(&mut s, &GcOptions::default(), &mut || {}).unwrap();
+        assert_eq!(r.strays.len(), 1);
+        assert!(!s.path_of(&stray).exists());
+        assert!(!dead.exists());
+        assert!(live.exists(), "a running build's staging directory stays");
+        assert_eq!(r.busy, 1);
+    }
+}
