@@ -462,23 +462,17 @@ fn sweep_staging(store: &Store, report: &mut GcReport, dry_run: bool) -> Result<
 /// the mark).
 fn sweep_strays(store: &Store, report: &mut GcReport, dry_run: bool) -> Result<(), StoreError> {
     let root = store.root().to_path_buf();
-    for (name, sp) in store_path_dirs(&root)? {
-        if store
-            .db
-            .is_valid(&sp)
-            .map_err(|e| StoreError::db(&root, e))?
-        {
+    for (name, sp) in store_entries(&root)? {
+        let side = name.starts_with('.');
+        let valid = |sp: &StorePath| store.db.is_valid(sp).map_err(|e| StoreError::db(&root, e));
+        if !side && valid(&sp)? {
             continue;
         }
         let Some(_held) = PathLock::try_exclusive(&store.lock_file(&sp.hash()))? else {
             report.busy += 1;
             continue;
         };
-        if store
-            .db
-            .is_valid(&sp)
-            .map_err(|e| StoreError::db(&root, e))?
-        {
+        if !side && valid(&sp)? {
             continue;
         }
         let size = if dry_run {
@@ -493,13 +487,29 @@ fn sweep_strays(store: &Store, report: &mut GcReport, dry_run: bool) -> Result<(
 
 /// Entries of the store directory whose names parse as store paths.
 pub fn store_path_dirs(root: &Path) -> Result<Vec<(String, StorePath)>, StoreError> {
+    Ok(store_entries(root)?
+        .into_iter()
+        .filter(|(name, sp)| *name == sp.to_string())
+        .collect())
+}
+
+/// Entries of the store directory that are store paths, or the hidden side trees of forced
+/// rebuilds (`.<path>.new<pid>`, see `Store::side_dir`), with the store path each belongs to.
+fn store_entries(root: &Path) -> Result<Vec<(String, StorePath)>, StoreError> {
     let mut out = Vec::new();
     for e in fs::read_dir(root)
         .map_err(|e| StoreError::io(root, e))?
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Ok(sp) = name.parse::<StorePath>() {
+        let base = match name.strip_prefix('.') {
+            Some(hidden) => match hidden.rsplit_once(".new") {
+                Some((b, pid)) if pid.parse::<u32>().is_ok() => b,
+                _ => continue,
+            },
+            None => name.as_str(),
+        };
+        if let Ok(sp) = base.parse::<StorePath>() {
             out.push((name, sp));
         }
     }

@@ -148,6 +148,13 @@ impl Store {
             .join(format!("{attempt}.result.json"))
     }
 
+    /// Where a replacement tree waits beside its store path during a forced rebuild:
+    /// `<store>/.<hash>-<name>.new<pid>`, hidden, never valid, swept by gc once the path's
+    /// lock is free.
+    pub fn side_dir(&self, p: &StorePath) -> PathBuf {
+        self.root.join(format!(".{p}.new{}", std::process::id()))
+    }
+
     /// The lock file of a store path's build.
     pub fn lock_file(&self, hash: &DrvHash) -> PathBuf {
         self.root.join("locks").join(format!("{hash}.lock"))
@@ -209,17 +216,23 @@ impl Store {
             .is_valid(path)
             .map_err(|e| StoreError::db(&self.root, e))?;
         if already_valid && fs::symlink_metadata(&dest).is_ok() {
-            replace_dir(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
+            // Next to `dest` first (the top is still writable, as a move between parents
+            // needs), then sealed there, so that the exchange within one folder puts a tree
+            // in place that is read-only throughout, even if this process dies right after.
+            let side = self.side_dir(path);
+            tree_hash::remove_tree(&side).map_err(|e| StoreError::io(&side, e))?;
+            fs::rename(staging, &side).map_err(|e| StoreError::io(&side, e))?;
+            tree_hash::make_read_only(&side, true).map_err(|e| StoreError::io(&side, e))?;
+            replace_dir(&side, &dest).map_err(|e| StoreError::io(&dest, e))?;
             crash_point("register:exchanged");
-            tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
             self.db
                 .replace(&reg)
                 .map_err(|source| StoreError::Register {
                     path: path.to_string(),
                     source,
                 })?;
-            // `staging` now holds the old tree.
-            tree_hash::remove_tree(staging).map_err(|e| StoreError::io(staging, e))?;
+            // `side` now holds the old tree.
+            tree_hash::remove_tree(&side).map_err(|e| StoreError::io(&side, e))?;
             return Ok(hashed);
         }
         // Anything already at `dest` is not registered (we checked validity under the lock),
