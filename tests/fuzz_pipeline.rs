@@ -264,18 +264,23 @@ enum Mutation {
     ReplaceValue(usize, &'static str),
 }
 
+/// Byte-level mutations break the TOML; line- and word-level ones mostly keep it valid and
+/// reach the loader's checks, so they weigh more.
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        (any::<usize>(), any::<u8>()).prop_map(|(a, b)| Mutation::FlipByte(a, b)),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(a, b)| Mutation::FlipByte(a, b)),
+        1 => (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(a, b)| Mutation::Insert(a, b)),
-        (any::<usize>(), 1usize..40).prop_map(|(a, n)| Mutation::Delete(a, n)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        any::<usize>().prop_map(Mutation::DropLine),
-        any::<usize>().prop_map(Mutation::DupLine),
-        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
-        (any::<usize>(), line()).prop_map(|(a, l)| Mutation::ReplaceLine(a, l)),
-        (any::<usize>(), prop::sample::select(KEYS)).prop_map(|(a, w)| Mutation::ReplaceWord(a, w)),
+        1 => (any::<usize>(), 1usize..40).prop_map(|(a, n)| Mutation::Delete(a, n)),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
+        4 => any::<usize>().prop_map(Mutation::DropLine),
+        2 => any::<usize>().prop_map(Mutation::DupLine),
+        2 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
+        3 => (any::<usize>(), line()).prop_map(|(a, l)| Mutation::ReplaceLine(a, l)),
+        4 => (any::<usize>(), prop::sample::select(KEYS))
+            .prop_map(|(a, w)| Mutation::ReplaceWord(a, w)),
+        4 => (any::<usize>(), prop::sample::select(VALUES))
+            .prop_map(|(a, v)| Mutation::ReplaceValue(a, v)),
     ]
 }
 
