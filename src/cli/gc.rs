@@ -88,6 +88,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             "stale_roots": r.stale_roots,
             "mark_ms": r.mark_ms,
             "sweep_ms": r.sweep_ms,
+            "sweep_steps_ms": r.sweep_steps.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         }));
         return Ok(());
     }
@@ -127,7 +128,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         }
     );
     if ctx.verbose {
-        eprintln!("mark {} ms, sweep {} ms", r.mark_ms, r.sweep_ms);
+        let steps: Vec<String> = r
+            .sweep_steps
+            .iter()
+            .map(|(k, v)| format!("{k} {v} ms"))
+            .collect();
+        eprintln!(
+            "mark {} ms, sweep {} ms ({})",
+            r.mark_ms,
+            r.sweep_ms,
+            steps.join(", ")
+        );
     }
     Ok(())
 }

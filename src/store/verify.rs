@@ -233,51 +233,17 @@ pub fn verify(
         ..Default::default()
     };
 
-    // Disk: existence, permissions, sizes and (optionally) contents, on several threads.
-    let (disk, hashed) = check_trees(&root, &rows, opts);
+    // Disk (existence, permissions, sizes, contents) on worker threads, while this thread
+    // checks derivations and references against the database.
+    let (disk, hashed, records) = std::thread::scope(|s| {
+        let trees = s.spawn(|| check_trees(&root, &rows, opts));
+        let records = check_records(store, &rows, &refs, &valid, expected_refs);
+        let (disk, hashed) = trees.join().expect("verify threads");
+        (disk, hashed, records)
+    });
     report.problems.extend(disk);
+    report.problems.extend(records?);
     report.bytes_hashed = hashed;
-
-    // Derivations and references.
-    for row in &rows {
-        let drv = match drv_of(store, row) {
-            Ok(d) => Some(d),
-            Err(p) => {
-                report.problems.push(p);
-                None
-            }
-        };
-        let recorded: &[(String, String)] = refs.get(&row.path).map_or(&[], |v| v.as_slice());
-        for (reference, input) in recorded {
-            if !valid.contains(reference.as_str()) {
-                report.problems.push(Problem::DanglingReference {
-                    path: row.path.clone(),
-                    reference: reference.clone(),
-                    input: input.clone(),
-                });
-            }
-        }
-        let Some(drv) = drv else { continue };
-        if !record_matches(store, &row.drv_hash, &drv).map_err(db_err)? {
-            report.problems.push(Problem::DerivationRecord {
-                path: row.path.clone(),
-                drv: row.drv_hash.clone(),
-            });
-        }
-        for input in expected_refs(&drv) {
-            let Some(p) = drv.inputs.get(&input).and_then(Input::store_path) else {
-                continue;
-            };
-            let p = p.to_string();
-            if !recorded.iter().any(|(r, i)| *r == p && *i == input) {
-                report.problems.push(Problem::MissingReference {
-                    path: row.path.clone(),
-                    reference: p,
-                    input,
-                });
-            }
-        }
-    }
 
     // Strays: named like store paths, not registered. Re-checked against the database (a
     // realizer may have registered one since the rows were read) and skipped while a build
@@ -296,6 +262,58 @@ pub fn verify(
     });
     report.problems.dedup();
     Ok(report)
+}
+
+/// Derivation files and rows, and references, of every valid path.
+fn check_records(
+    store: &Store,
+    rows: &[Row],
+    refs: &HashMap<String, Vec<(String, String)>>,
+    valid: &BTreeSet<&str>,
+    expected_refs: &dyn Fn(&Derivation) -> Vec<String>,
+) -> Result<Vec<Problem>, StoreError> {
+    let db_err = |e| StoreError::db(store.root(), e);
+    let mut problems = Vec::new();
+    for row in rows {
+        let drv = match drv_of(store, row) {
+            Ok(d) => Some(d),
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
+        let recorded: &[(String, String)] = refs.get(&row.path).map_or(&[], |v| v.as_slice());
+        for (reference, input) in recorded {
+            if !valid.contains(reference.as_str()) {
+                problems.push(Problem::DanglingReference {
+                    path: row.path.clone(),
+                    reference: reference.clone(),
+                    input: input.clone(),
+                });
+            }
+        }
+        let Some(drv) = drv else { continue };
+        if !record_matches(store, &row.drv_hash, &drv).map_err(db_err)? {
+            problems.push(Problem::DerivationRecord {
+                path: row.path.clone(),
+                drv: row.drv_hash.clone(),
+            });
+        }
+        for input in expected_refs(&drv) {
+            let Some(p) = drv.inputs.get(&input).and_then(Input::store_path) else {
+                continue;
+            };
+            let p = p.to_string();
+            if !recorded.iter().any(|(r, i)| *r == p && *i == input) {
+                problems.push(Problem::MissingReference {
+                    path: row.path.clone(),
+                    reference: p,
+                    input,
+                });
+            }
+        }
+    }
+    Ok(problems)
 }
 
 fn load_rows(store: &Store) -> rusqlite::Result<Vec<Row>> {
@@ -430,8 +448,45 @@ fn check_tree(root: &Path, row: &Row, contents: bool) -> (Vec<Problem>, u64) {
             0,
         );
     }
-    // Metadata walk: writable entries and the byte count.
     let mut writable = None;
+    let writable_entry = |p: &Path, m: &fs::Metadata, w: &mut Option<String>| {
+        if w.is_none() && !m.file_type().is_symlink() && m.permissions().mode() & 0o222 != 0 {
+            let rel = p.strip_prefix(&dir).unwrap_or(p).display().to_string();
+            *w = Some(if rel.is_empty() { ".".into() } else { rel });
+        }
+    };
+    if contents {
+        // One walk: hash every byte, and look at every entry's permissions on the way.
+        let hashed =
+            tree_hash::hash_tree_visit(&dir, &mut |p, m| writable_entry(p, m, &mut writable));
+        if let Some(file) = writable {
+            problems.push(Problem::Writable {
+                path: row.path.clone(),
+                file,
+            });
+        }
+        match hashed {
+            Ok(h) => {
+                let recorded: Option<ContentHash> = row.content.parse().ok();
+                if recorded != Some(h.hash) {
+                    problems.push(Problem::ContentMismatch {
+                        path: row.path.clone(),
+                        recorded: row.content.clone(),
+                        actual: h.hash.to_string(),
+                    });
+                }
+                return (problems, h.size);
+            }
+            Err(e) => {
+                problems.push(Problem::Unreadable {
+                    path: row.path.clone(),
+                    message: e.to_string(),
+                });
+                return (problems, 0);
+            }
+        }
+    }
+    // Without contents, a metadata walk: writable entries and the byte count.
     let mut size = 0u64;
     if let Err(e) = walk(&dir, &dir, &mut writable, &mut size) {
         return (
@@ -448,25 +503,7 @@ fn check_tree(root: &Path, row: &Row, contents: bool) -> (Vec<Problem>, u64) {
             file,
         });
     }
-    if contents {
-        match tree_hash::hash_tree(&dir) {
-            Ok(h) => {
-                let recorded: Option<ContentHash> = row.content.parse().ok();
-                if recorded != Some(h.hash) {
-                    problems.push(Problem::ContentMismatch {
-                        path: row.path.clone(),
-                        recorded: row.content.clone(),
-                        actual: h.hash.to_string(),
-                    });
-                }
-                return (problems, h.size);
-            }
-            Err(e) => problems.push(Problem::Unreadable {
-                path: row.path.clone(),
-                message: e.to_string(),
-            }),
-        }
-    } else if size != row.size {
+    if size != row.size {
         problems.push(Problem::SizeMismatch {
             path: row.path.clone(),
             recorded: row.size,
