@@ -32,7 +32,7 @@ gc)
   t=$(secs "$KDBUILD" --store "$work/store" gc --dry-run --json)
   echo "dry run: ${t}s wall; $(gcf 'len(d["deleted"])') would go, $(gcf 'd["live"]') live; mark $(gcf 'd["mark_ms"]') ms"
   t=$(secs "$KDBUILD" --store "$work/store" gc --json)
-  echo "gc: ${t}s wall; deleted $(gcf 'len(d["deleted"])') paths and $(gcf 'd["derivations"]') derivations, kept $(gcf 'd["live"]'); mark $(gcf 'd["mark_ms"]') ms, sweep $(gcf 'd["sweep_ms"]') ms"
+  echo "gc: ${t}s wall; deleted $(gcf 'len(d["deleted"])') paths and $(gcf 'd["derivations"]') derivations, kept $(gcf 'd["live"]'); mark $(gcf 'd["mark_ms"]') ms, sweep $(gcf 'd["sweep_ms"]') ms ($(gcf '", ".join(f"{k} {v} ms" for k, v in d["sweep_steps_ms"].items())'))"
   t=$(secs "$KDBUILD" --store "$work/store" gc --json)
   echo "gc again (nothing to delete): ${t}s wall; mark $(gcf 'd["mark_ms"]') ms, sweep $(gcf 'd["sweep_ms"]') ms"
   /usr/bin/time -f "peak memory of a gc: %M KiB" "$KDBUILD" --store "$work/store" gc >/dev/null

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use super::roots::{self, StoreLock};
@@ -586,15 +586,6 @@ fn store_entries(root: &Path) -> Result<Vec<(String, StorePath)>, StoreError> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// Paths of `tmp/` entries (for tests and reports).
-pub fn staging_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(root.join("tmp"))
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 #[cfg(test)]

@@ -30,7 +30,6 @@ use serde::Serialize;
 use super::{PathLock, Store, StoreError, tree_hash};
 use crate::derivation::{Derivation, Input};
 use crate::hash::{ContentHash, DrvHash};
-use crate::store_path::StorePath;
 
 /// One inconsistency between the database and the disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -538,9 +537,4 @@ fn walk(
         *size += m.len();
     }
     Ok(())
-}
-
-/// Whether `name` is a store path name.
-pub fn is_store_path_name(name: &str) -> bool {
-    name.parse::<StorePath>().is_ok()
 }
