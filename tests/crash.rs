@@ -337,7 +337,9 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
         }
     }
     eprintln!("{kills} of {trials} realizes killed mid-run; interrupted: {phases:?}");
-    assert!(kills >= trials / 2, "most kills should land mid-run");
+    // How many land mid-run depends on this machine's speed (43 to 50 of 60 here); a third
+    // is a floor that still means the kills were not all too late.
+    assert!(kills >= trials / 3, "too few kills landed mid-run: {kills}");
     rerun_and_compare(&p, &mut clean, cfg, &strays_seen);
     // A final gc leaves exactly the current closure, consistent.
     p.run("crash.toml", &["gc"]).ok();

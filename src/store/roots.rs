@@ -7,7 +7,7 @@
 //! |------|-------|-----------|------------|
 //! | pinned | `roots/<name>` | a relative symlink `../<hash>-<name>` | `kdbuild roots remove` |
 //! | indirect (result links) | `roots/auto/<key>` | a symlink to a link anywhere (`results/<target>`), which points into the store | the link exists and still points into the store |
-//! | temporary | `roots/temp/<host>-<pid>` | a file listing store path names, one a line | its owner holds an `flock` on it (it lives) |
+//! | temporary | `roots/temp/<host>-<pid>[.<n>]` | a file listing store path names, one a line | its owner holds an `flock` on it (it lives) |
 //!
 //! # The store lock protocol (`<store>/lock`)
 //!
@@ -106,10 +106,16 @@ pub fn temp_roots_dir(store_root: &Path) -> PathBuf {
     store_root.join("roots").join("temp")
 }
 
-/// The name of this process's temporary roots file: host and pid, so that processes on
-/// several hosts sharing one store never collide.
+/// The name of a temporary roots file: host and pid, so that processes on several hosts
+/// sharing one store never collide, and a counter after the first, so that two holders in
+/// one process (each `flock`ing its own file) never wait for each other.
 fn temp_roots_name() -> String {
-    format!("{}-{}", hostname(), std::process::id())
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    match N.fetch_add(1, Ordering::Relaxed) {
+        0 => format!("{}-{}", hostname(), std::process::id()),
+        n => format!("{}-{}.{n}", hostname(), std::process::id()),
+    }
 }
 
 /// This machine's host name (the store does not depend on the executors, which have their
@@ -455,6 +461,15 @@ mod tests {
         let file = held.path().to_path_buf();
         drop(held);
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn two_holders_in_one_process_do_not_wait_for_each_other() {
+        let d = tempfile::tempdir().unwrap();
+        let a = TempRoots::hold(d.path(), ["a".to_string()], &mut || {}).unwrap();
+        let b = TempRoots::hold(d.path(), ["b".to_string()], &mut || {}).unwrap();
+        assert_ne!(a.path(), b.path());
+        assert_eq!(read_temp_roots(d.path()).unwrap().live.len(), 2);
     }
 
     #[test]
