@@ -98,14 +98,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
         "deleting"
     };
     if args.dry_run || ctx.verbose {
-        for (p, _) in r.deleted.iter().chain(&r.staging).chain(&r.strays) {
-            let shown =
-                if r.deleted.iter().any(|(d, _)| d == p) || r.strays.iter().any(|(d, _)| d == p) {
-                    root.join(p)
-                } else {
-                    root.join("tmp").join(p)
-                };
-            println!("{verb} {}", shown.display());
+        let tmp = root.join("tmp");
+        let listed = r
+            .deleted
+            .iter()
+            .chain(&r.strays)
+            .map(|(p, _)| root.join(p))
+            .chain(r.staging.iter().map(|(p, _)| tmp.join(p)));
+        for path in listed {
+            println!("{verb} {}", path.display());
         }
     }
     let plural =
