@@ -9,6 +9,7 @@ use crate::pipeline::{Instantiation, Pipeline, instantiate};
 use crate::realize::Plan;
 use crate::stage::Registry;
 use crate::store::Store;
+use crate::store::roots::TempRoots;
 use crate::store::source::StoreLookup;
 
 /// The pipeline used when neither `--pipeline` nor `KDBUILD_PIPELINE` names one.
@@ -87,5 +88,31 @@ impl Context {
             .filter_map(|t| inst.node_of(*t))
             .collect();
         Ok(Plan::new(p, inst, root_nodes, &forced, store)?)
+    }
+
+    /// Like [`Context::plan`] for a realize: the closure's store paths become this process's
+    /// temporary GC roots *before* their validity is read, so a concurrent `kdbuild gc`
+    /// either ran before (and what it deleted is planned as missing) or keeps them. Waits
+    /// while a gc runs. Keep the returned roots alive until the result links are made.
+    pub fn plan_rooted(
+        &self,
+        p: &Pipeline,
+        registry: &Registry,
+        roots: &[usize],
+        forced_targets: &HashSet<usize>,
+        store: &Store,
+    ) -> Result<(Plan, TempRoots), Error> {
+        let inst = self.instantiate(p, registry, roots, Some(store))?;
+        let temp = TempRoots::hold(
+            store.root(),
+            inst.nodes.iter().map(|n| n.path.to_string()),
+            &mut || eprintln!("waiting for a running `kdbuild gc` to finish"),
+        )?;
+        let root_nodes: Vec<usize> = roots.iter().filter_map(|t| inst.node_of(*t)).collect();
+        let forced: HashSet<usize> = forced_targets
+            .iter()
+            .filter_map(|t| inst.node_of(*t))
+            .collect();
+        Ok((Plan::new(p, inst, root_nodes, &forced, Some(store))?, temp))
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod build;
 pub mod context;
+pub mod explain;
+pub mod gc;
 pub mod graph;
 pub mod log;
 pub mod metrics;
@@ -11,9 +13,13 @@ pub mod output;
 pub mod path_info;
 pub mod realize;
 pub mod report;
+pub mod resolve;
+pub mod roots;
 pub mod show_derivation;
 pub mod status;
 pub mod targets;
+pub mod verify;
+pub mod why_depends;
 
 use std::path::PathBuf;
 
@@ -69,6 +75,16 @@ pub enum Command {
     Report(report::Args),
     /// List the SLURM jobs no realizer has settled yet, with their states.
     Status(status::Args),
+    /// Say why a target would be rebuilt: what changed since its result was built.
+    Explain(explain::Args),
+    /// Show the chain of references from one path to another, with the input of each step.
+    WhyDepends(why_depends::Args),
+    /// Delete every store path that no root needs.
+    Gc(gc::Args),
+    /// List, add or remove GC roots.
+    Roots(roots::Args),
+    /// Check the store database against the disk; `--repair` fixes what it finds.
+    Verify(verify::Args),
     /// Build one derivation in a staging directory (internal: the realizer runs this).
     #[command(hide = true)]
     Build(build::Args),
@@ -94,6 +110,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Metrics(a) => metrics::run(&ctx, a),
         Command::Report(a) => report::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
+        Command::Explain(a) => explain::run(&ctx, a),
+        Command::WhyDepends(a) => why_depends::run(&ctx, a),
+        Command::Gc(a) => gc::run(&ctx, a),
+        Command::Roots(a) => roots::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
     }
 }

@@ -84,7 +84,8 @@ fn info(store: &Store, p: &str) -> Result<PathInfo, Error> {
         })
 }
 
-fn human(bytes: u64) -> String {
+/// A byte count for people: `1.5 MiB`.
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

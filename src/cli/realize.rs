@@ -48,6 +48,9 @@ pub struct Args {
     /// it, a terminal is asked; elsewhere the jobs stay queued).
     #[arg(long)]
     pub cancel_on_interrupt: bool,
+    /// With `-n`: say why each changed input changed, recursively (as `kdbuild explain`).
+    #[arg(long, requires = "dry_run")]
+    pub explain: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
@@ -93,17 +96,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     if args.dry_run {
         let store = ctx.open_store_read_only()?;
         let plan = ctx.plan(&pipeline, &registry, &roots, &forced, store.as_ref())?;
-        print_plan(
-            ctx,
-            &pipeline,
-            &plan,
-            store.as_ref().map(|s| s.root().to_path_buf()),
-        );
+        print_plan(ctx, &pipeline, &plan, store.as_ref(), args.explain)?;
         return Ok(());
     }
 
     let store = ctx.open_store()?;
-    let plan = ctx.plan(&pipeline, &registry, &roots, &forced, Some(&store))?;
+    // Held until the result links (themselves roots) are made.
+    let (plan, _temp_roots) = ctx.plan_rooted(&pipeline, &registry, &roots, &forced, &store)?;
     let store = Arc::new(Mutex::new(store));
     let registry = Arc::new(registry);
     let mut reporter = RealizeReporter::new();
@@ -180,11 +179,19 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// The dry run's report: each derivation to build, with its store path and reasons.
-fn print_plan(ctx: &Context, pipeline: &Pipeline, plan: &Plan, store_root: Option<PathBuf>) {
+/// The dry run's report: each derivation to build, with its store path and reasons, and with
+/// `explain` why each changed input changed.
+fn print_plan(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    store: Option<&crate::store::Store>,
+    explain: bool,
+) -> Result<(), Error> {
     let to_build = plan.to_build();
-    let root =
-        store_root.unwrap_or_else(|| std::path::absolute(&ctx.store).unwrap_or(ctx.store.clone()));
+    let root = store
+        .map(|s| s.root().to_path_buf())
+        .unwrap_or_else(|| std::path::absolute(&ctx.store).unwrap_or(ctx.store.clone()));
     if ctx.json {
         let items: Vec<_> = to_build
             .iter()
@@ -198,13 +205,13 @@ fn print_plan(ctx: &Context, pipeline: &Pipeline, plan: &Plan, store_root: Optio
             })
             .collect();
         print_json(&json!({ "to_build": items }));
-        return;
+        return Ok(());
     }
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if to_build.is_empty() {
         let _ = writeln!(out, "nothing to build: every requested target is valid");
-        return;
+        return Ok(());
     }
     let _ = writeln!(
         out,
@@ -222,5 +229,18 @@ fn print_plan(ctx: &Context, pipeline: &Pipeline, plan: &Plan, store_root: Optio
             .map(|r| r.to_string())
             .collect();
         let _ = writeln!(out, "    reason: {}", reasons.join("; "));
+        if explain
+            && let crate::realize::explain::Explanation::Changed { causes, .. } =
+                crate::realize::explain::explain(pipeline, &plan.inst, i, store)?
+            && causes
+                .iter()
+                .any(|c| !c.because.is_empty() || c.note.is_some())
+        {
+            let mut text = String::new();
+            crate::realize::explain::render_causes(&causes, 6, &mut text);
+            let _ = writeln!(out, "    explained:");
+            let _ = write!(out, "{text}");
+        }
     }
+    Ok(())
 }

@@ -64,6 +64,17 @@ pub fn run_build(
 ) -> Result<bool, BuildSetupError> {
     let started_at = now_ms();
     let drv = crate::store::read_derivation_at(store_root, hash)?;
+    // This build's own temporary GC roots, its inputs and its output: they stay even if the
+    // realizer that started it dies (a SLURM job can outlive it). Best effort: the realizer
+    // roots them too, and a missing input fails the build below.
+    let _roots = crate::store::roots::TempRoots::hold(
+        store_root,
+        drv.input_paths()
+            .map(|(_, p)| p.to_string())
+            .chain([format!("{hash}-{}", drv.name)]),
+        &mut || {},
+    )
+    .ok();
     let outcome = build_derivation(store_root, hash, &drv, out, registry);
     let (succeeded, error) = match outcome {
         Ok(()) => (true, None),

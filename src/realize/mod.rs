@@ -12,7 +12,9 @@
 //! jobs at once and registers each output after its job ends. They share the plan, the
 //! registration ([`references`]) and the reporting.
 
+pub mod explain;
 pub mod plan;
+pub mod repair;
 pub mod results;
 pub mod slurm;
 
@@ -146,11 +148,25 @@ pub fn run(
     opts: &Options,
     reporter: &mut dyn Reporter,
 ) -> Result<Summary, RealizeError> {
-    let to_build = plan.to_build();
     let mut drvs: Vec<Option<Arc<Derivation>>> = vec![None; plan.inst.nodes.len()];
-    for &i in &to_build {
+    for i in plan.to_build() {
         drvs[i] = Some(Arc::new(plan.inst.derivation(pipeline, i)));
     }
+    run_plan(store, plan, drvs, registry, opts, reporter)
+}
+
+/// Builds every node of `plan` marked `build`, given the derivation of each (`drvs[i]` for
+/// node `i`). This is how derivations are built by hash, without a pipeline:
+/// `verify --repair` reads them from the store's derivation files.
+pub fn run_plan(
+    store: Arc<Mutex<Store>>,
+    plan: &Plan,
+    drvs: Vec<Option<Arc<Derivation>>>,
+    registry: &Arc<Registry>,
+    opts: &Options,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary, RealizeError> {
+    let to_build = plan.to_build();
     {
         let mut s = store.lock().expect("store lock");
         record_derivations(&mut s, plan, &to_build, &drvs)?;
@@ -412,7 +428,16 @@ impl BuildTask {
         let (valid, attempt) = self.with_store(|s| -> Result<_, StoreError> {
             let db_err = |e| StoreError::db(s.root(), e);
             let valid = s.db.is_valid(&node.path).map_err(db_err)?;
-            let attempt = s.db.next_attempt(&node.hash.to_string()).map_err(db_err)?;
+            let mut attempt = s.db.next_attempt(&node.hash.to_string()).map_err(db_err)?;
+            // A realizer killed mid-build never recorded its attempt, and its build may still
+            // be running: never reuse an attempt number whose files exist, so a stale result
+            // record or an orphaned build cannot touch this attempt.
+            while s.staging_dir(&node.path, attempt).exists()
+                || s.log_file(&node.hash, attempt).exists()
+                || s.result_file(&node.hash, attempt).exists()
+            {
+                attempt += 1;
+            }
             Ok((valid, attempt))
         })?;
         if valid && !self.forced {

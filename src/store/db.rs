@@ -540,3 +540,73 @@ pub enum RegisterError {
     #[error(transparent)]
     Db(#[from] rusqlite::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_is_in_wal_mode_with_a_busy_timeout() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("db.sqlite")).unwrap();
+        let mode: String = db
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let timeout: i64 = db
+            .conn()
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, 60_000);
+        let ro = Db::open_read_only(&d.path().join("db.sqlite")).unwrap();
+        let timeout: i64 = ro
+            .conn()
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(timeout, 60_000);
+    }
+
+    #[test]
+    fn a_second_writer_waits_for_the_first_instead_of_failing() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("db.sqlite");
+        let mut first = Db::open(&path).unwrap();
+        let second = Db::open(&path).unwrap();
+        let (tx_started, started) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            first
+                .write(|tx| {
+                    tx.execute(
+                        "INSERT INTO sources (name, content_hash, path, seen_at) VALUES ('a', 'h', 'p', 0)",
+                        [],
+                    )?;
+                    tx_started.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+                .unwrap();
+        });
+        started.recv().unwrap();
+        // A reader is not blocked by the writer (WAL) ...
+        let n: i64 = second
+            .conn()
+            .query_row("SELECT COUNT(*) FROM sources", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "the uncommitted row is invisible");
+        // ... and a writer waits for the lock instead of failing with SQLITE_BUSY.
+        let t0 = std::time::Instant::now();
+        second
+            .record_build(&BuildRecord {
+                drv_hash: "x".into(),
+                target: "t".into(),
+                executor: "local".into(),
+                outcome: "failed".into(),
+                kdbuild_version: "0".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(100), "it waited");
+        holder.join().unwrap();
+    }
+}

@@ -57,6 +57,11 @@ impl PathLock {
         }
     }
 
+    /// Wraps a file this process has already locked.
+    pub(crate) fn from_locked(file: File, path: PathBuf) -> PathLock {
+        PathLock { _file: file, path }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -9,19 +9,25 @@
 //!   bin/<blake3>-kdbuild      binaries that SLURM jobs run (see `executor::slurm`)
 //!   log/<hash>/<n>.log        build logs, and <n>.result.json written by the build
 //!   locks/<hash>.lock         per-path build locks
-//!   roots/                    named roots (links to store paths, or to result links)
+//!   roots/                    GC roots: pinned links, auto/ (result links), temp/ (live processes)
 //!   db.sqlite                 valid paths, references, derivations, builds, source cache
+//!   lock                      the store-wide lock: gc exclusive, realizers shared (see `roots`)
 //! ```
 //!
 //! Invariants: a store path is valid iff it is registered; it is registered only after its
 //! tree was hashed, made read-only and renamed into place, in one transaction with its
-//! references and build record; every reference of a valid path is valid.
+//! references and build record; every reference of a valid path is valid. `gc` removes rows
+//! before directories and `verify` checks all of this (see [`gc`], [`verify`]).
 
+pub mod closure;
 pub mod db;
+pub mod gc;
 pub mod jobs;
 pub mod lock;
+pub mod roots;
 pub mod source;
 pub mod tree_hash;
+pub mod verify;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,6 +151,13 @@ impl Store {
             .join(format!("{attempt}.result.json"))
     }
 
+    /// Where a replacement tree waits beside its store path during a forced rebuild:
+    /// `<store>/.<hash>-<name>.new<pid>`, hidden, never valid, swept by gc once the path's
+    /// lock is free.
+    pub fn side_dir(&self, p: &StorePath) -> PathBuf {
+        self.root.join(format!(".{p}.new{}", std::process::id()))
+    }
+
     /// The lock file of a store path's build.
     pub fn lock_file(&self, hash: &DrvHash) -> PathBuf {
         self.root.join("locks").join(format!("{hash}.lock"))
@@ -177,8 +190,9 @@ impl Store {
     /// read-only, rename it into place and commit path, references and build record in one
     /// transaction. Returns the content hash.
     ///
-    /// If `path` is already valid (a forced rebuild), the new tree replaces the old one by an
-    /// atomic exchange of the two directories, and the row is updated in one transaction.
+    /// If `path` is already valid (a forced rebuild, or `verify --repair`), the new tree
+    /// replaces the old one by an atomic exchange of the two directories (or by a plain
+    /// rename where the old one is gone), and the row is updated in one transaction.
     pub fn register_output(
         &mut self,
         staging: &Path,
@@ -187,9 +201,11 @@ impl Store {
         build: BuildRecord,
     ) -> Result<tree_hash::Hashed, StoreError> {
         let hashed = tree_hash::hash_tree(staging).map_err(|e| StoreError::io(staging, e))?;
+        crash_point("register:hashed");
         // Contents read-only first; the top directory stays writable until it is in place,
         // because moving a directory between parents rewrites its `..` entry.
         tree_hash::make_read_only(staging, false).map_err(|e| StoreError::io(staging, e))?;
+        crash_point("register:read-only");
         let dest = self.path_of(path);
         let reg = Registration {
             path,
@@ -202,30 +218,44 @@ impl Store {
             .db
             .is_valid(path)
             .map_err(|e| StoreError::db(&self.root, e))?;
-        if already_valid {
-            exchange(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
-            tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
+        if already_valid && fs::symlink_metadata(&dest).is_ok() {
+            // Next to `dest` first (the top is still writable, as a move between parents
+            // needs), then sealed there, so that the exchange within one folder puts a tree
+            // in place that is read-only throughout, even if this process dies right after.
+            let side = self.side_dir(path);
+            tree_hash::remove_tree(&side).map_err(|e| StoreError::io(&side, e))?;
+            fs::rename(staging, &side).map_err(|e| StoreError::io(&side, e))?;
+            tree_hash::make_read_only(&side, true).map_err(|e| StoreError::io(&side, e))?;
+            replace_dir(&side, &dest).map_err(|e| StoreError::io(&dest, e))?;
+            crash_point("register:exchanged");
             self.db
                 .replace(&reg)
                 .map_err(|source| StoreError::Register {
                     path: path.to_string(),
                     source,
                 })?;
-            // `staging` now holds the old tree.
-            tree_hash::remove_tree(staging).map_err(|e| StoreError::io(staging, e))?;
+            // `side` now holds the old tree.
+            tree_hash::remove_tree(&side).map_err(|e| StoreError::io(&side, e))?;
             return Ok(hashed);
         }
         // Anything already at `dest` is not registered (we checked validity under the lock),
-        // so it is the leftover of a killed registration: remove it.
+        // so it is the leftover of a killed registration: remove it. (A valid path whose
+        // directory is gone is repaired the same way, then its row is updated.)
         tree_hash::remove_tree(&dest).map_err(|e| StoreError::io(&dest, e))?;
         fs::rename(staging, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        crash_point("register:renamed");
         tree_hash::make_read_only(&dest, true).map_err(|e| StoreError::io(&dest, e))?;
-        self.db
-            .register(&reg)
-            .map_err(|source| StoreError::Register {
-                path: path.to_string(),
-                source,
-            })?;
+        crash_point("register:sealed");
+        let registered = if already_valid {
+            self.db.replace(&reg)
+        } else {
+            self.db.register(&reg)
+        };
+        registered.map_err(|source| StoreError::Register {
+            path: path.to_string(),
+            source,
+        })?;
+        crash_point("register:committed");
         Ok(hashed)
     }
 }
@@ -259,6 +289,52 @@ impl Store {
                 source,
             })?;
         Ok(hashed)
+    }
+}
+
+/// Puts the tree at `new` in place of the one at `dest`, leaving the old tree at `new`:
+/// atomically by [`exchange`] where the file system can, else (NFS, Lustre: no
+/// `RENAME_EXCHANGE`) by two renames, with a moment in which `dest` is absent.
+fn replace_dir(new: &Path, dest: &Path) -> std::io::Result<()> {
+    match exchange(new, dest) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            let aside = new.with_extension(format!("old{}", std::process::id()));
+            fs::rename(dest, &aside)?;
+            fs::rename(new, dest)?;
+            fs::rename(&aside, new)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Fault injection for the crash tests: if the environment variable `KDBUILD_CRASH_AT` is
+/// `NAME` or `NAME:N`, the process kills itself with SIGKILL the first (or `N`-th) time it
+/// reaches point `NAME`, exactly as an outside `kill -9` would. Unset, it costs one check of
+/// a cached value.
+pub fn crash_point(name: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static AT: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("KDBUILD_CRASH_AT").ok()?;
+        Some(match v.rsplit_once(':') {
+            Some((n, k)) if k.parse::<usize>().is_ok() => (n.to_string(), k.parse().unwrap()),
+            _ => (v, 1),
+        })
+    });
+    if let Some((point, nth)) = at
+        && point == name
+        && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
 

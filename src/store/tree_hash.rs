@@ -16,6 +16,8 @@ use crate::hash::ContentHash;
 
 const TREE_TAG: &[u8] = b"kdbuild-tree-v1\0";
 /// Files at least this large are hashed memory-mapped on all cores, as `b3sum` does.
+/// Smaller ones are read: mapping and unmapping a small file (page faults, a TLB flush)
+/// costs more than copying it out of the page cache.
 const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// A content hash and the number of bytes it covers.
@@ -28,15 +30,34 @@ pub struct Hashed {
 /// Hashes one regular file's bytes.
 pub fn hash_file(path: &Path) -> io::Result<Hashed> {
     let len = fs::metadata(path)?.len();
+    hash_file_of_len(path, len)
+}
+
+/// Hashes a regular file whose length the caller has from its metadata.
+fn hash_file_of_len(path: &Path, len: u64) -> io::Result<Hashed> {
+    use std::io::Read;
     let mut h = blake3::Hasher::new();
+    let mut size = len;
     if len >= MMAP_THRESHOLD {
         h.update_mmap_rayon(path)?;
     } else {
-        h.update(&fs::read(path)?);
+        // Read into a buffer this thread keeps, not a new one per file.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut f = fs::File::open(path)?;
+        BUF.with_borrow_mut(|buf| -> io::Result<()> {
+            buf.clear();
+            buf.reserve(len as usize + 1);
+            f.read_to_end(buf)?;
+            h.update(buf);
+            size = buf.len() as u64;
+            Ok(())
+        })?;
     }
     Ok(Hashed {
         hash: ContentHash::from_blake3(h.finalize()),
-        size: len,
+        size,
     })
 }
 
@@ -47,6 +68,27 @@ pub fn hash_tree_with(
     file_hash: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<Hashed>,
 ) -> io::Result<Hashed> {
     let meta = fs::symlink_metadata(path)?;
+    hash_entry(path, &meta, file_hash, &mut |_, _| {})
+}
+
+/// Hashes a tree, reading every file, and shows `visit` every entry (the top included) with
+/// its metadata: `verify` checks permissions in the same walk that hashes.
+pub fn hash_tree_visit(
+    path: &Path,
+    visit: &mut dyn FnMut(&Path, &fs::Metadata),
+) -> io::Result<Hashed> {
+    let meta = fs::symlink_metadata(path)?;
+    hash_entry(path, &meta, &mut |p, m| hash_file_of_len(p, m.len()), visit)
+}
+
+/// One entry, whose metadata the caller already has (each entry is `lstat`ed once).
+fn hash_entry(
+    path: &Path,
+    meta: &fs::Metadata,
+    file_hash: &mut dyn FnMut(&Path, &fs::Metadata) -> io::Result<Hashed>,
+    visit: &mut dyn FnMut(&Path, &fs::Metadata),
+) -> io::Result<Hashed> {
+    visit(path, meta);
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = fs::read_link(path)?;
@@ -57,7 +99,7 @@ pub fn hash_tree_with(
         });
     }
     if ft.is_file() {
-        return file_hash(path, &meta);
+        return file_hash(path, meta);
     }
     if !ft.is_dir() {
         return Err(io::Error::new(
@@ -75,7 +117,8 @@ pub fn hash_tree_with(
     let mut size = 0;
     for e in entries {
         let p = e.path();
-        let m = fs::symlink_metadata(&p)?;
+        // `fstatat` on the open directory (no symlinks followed): no path lookup from `/`.
+        let m = e.metadata()?;
         let tag: &[u8] = if m.file_type().is_symlink() {
             b"l"
         } else if m.is_dir() {
@@ -85,7 +128,7 @@ pub fn hash_tree_with(
         } else {
             b"f"
         };
-        let child = hash_tree_with(&p, file_hash)?;
+        let child = hash_entry(&p, &m, file_hash, visit)?;
         h.update(e.file_name().as_encoded_bytes());
         h.update(b"\0");
         h.update(tag);
@@ -100,7 +143,7 @@ pub fn hash_tree_with(
 
 /// Hashes a file or a tree, reading every file.
 pub fn hash_tree(path: &Path) -> io::Result<Hashed> {
-    hash_tree_with(path, &mut |p, _| hash_file(p))
+    hash_tree_with(path, &mut |p, m| hash_file_of_len(p, m.len()))
 }
 
 /// Clears the write bits below `path` (and of `path` itself when `include_root`).
@@ -151,17 +194,31 @@ fn chmod_write(path: &Path, meta: &fs::Metadata, writable: bool) -> io::Result<(
     Ok(())
 }
 
-/// Deletes a file or tree, write-protected or not.
+/// Deletes a file or tree, write-protected or not. Only directories are made writable:
+/// unlinking a file needs write permission on its directory, not on the file (this halves
+/// the system calls of a gc).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
         Ok(m) if m.is_dir() => {
-            make_writable(path)?;
+            make_dirs_writable(path, &m)?;
             fs::remove_dir_all(path)
         }
         Ok(_) => fs::remove_file(path),
     }
+}
+
+fn make_dirs_writable(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    chmod_write(path, meta, true)?;
+    for e in fs::read_dir(path)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            let p = e.path();
+            make_dirs_writable(&p, &fs::symlink_metadata(&p)?)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -247,3 +247,21 @@ pub fn dag_project() -> Project {
         .write("data/beta/b.csv", "4\n5\n");
     p
 }
+
+/// The KD-GAT pipeline's shape with `command` stages (`tests/fixtures/kdgat_shape.toml`).
+pub const KDGAT_SHAPE: &str = include_str!("../fixtures/kdgat_shape.toml");
+
+/// A project with [`KDGAT_SHAPE`] as `kdgat.toml` and its `demo` data.
+pub fn kdgat_project() -> Project {
+    let p = Project::new();
+    p.write("kdgat.toml", KDGAT_SHAPE)
+        .write("data/demo/train.csv", "0,1,2\n1,2,3\n2,3,4\n")
+        .write("data/demo/test.csv", "3,4,5\n");
+    p
+}
+
+/// Parses a `--json` run's stdout.
+pub fn json(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", r.stdout, r.stderr))
+}
