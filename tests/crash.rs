@@ -283,7 +283,11 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
     // How long a realize of one configuration takes here: the window kills are drawn from.
     let t0 = Instant::now();
     p.run("crash.toml", &["realize", TARGETS, "-j", "2"]).ok();
-    let window = t0.elapsed().max(Duration::from_millis(100)).as_micros() as u64 * 6 / 5;
+    let calibrated = t0.elapsed().max(Duration::from_millis(100)).as_micros() as u64 * 6 / 5;
+    // The window adapts to the load of the moment: it shrinks after a realize that finished
+    // before its kill and grows back (up to twice the calibration) after one that was killed,
+    // so that most kills land mid-run however busy the machine is.
+    let mut window = calibrated;
     eprintln!("a full realize takes {:?}", t0.elapsed());
 
     let trials = 60;
@@ -320,6 +324,9 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
         let _ = realize.kill();
         if reap(realize) {
             kills += 1;
+            window = (window * 11 / 10).min(calibrated * 2);
+        } else {
+            window = (window * 2 / 3).max(5_000);
         }
         if let Some(mut gc) = gc {
             if rng.random_bool(0.5) {
