@@ -1,0 +1,220 @@
+//! The GAT classifier (spec §4.2): ID embedding on feature column 0, `L` GATConv layers with
+//! ReLU and dropout, jumping knowledge by concatenation, global mean pooling, and an MLP head
+//! giving 2-class logits. Tensor names follow [O1]'s `GATWithJK` (`id_embedding.weight`,
+//! `convs.0.lin.weight`, `fc_layers.0.weight`, …), so a checkpoint loads into it.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::batch::Batch;
+use super::gatconv::{GatConv, GatConvConfig};
+use super::layers::{Dropout, Embedding, Linear, Mode, mean_pool};
+
+/// Model size: `large` is the teacher, `small` the student (spec §0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Size {
+    Large,
+    Small,
+}
+
+impl Size {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Size::Large => "large",
+            Size::Small => "small",
+        }
+    }
+}
+
+/// The GAT architecture; [`GatConfig::for_size`] gives the spec's two.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatConfig {
+    pub num_ids: usize,
+    pub embedding_dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub channels: usize,
+    /// Head depth `fc`: `fc − 1` hidden `Linear(d, d)` layers, then `Linear(d, 2)`.
+    pub fc_layers: usize,
+    pub dropout: f32,
+    #[serde(default)]
+    pub edge_dim: usize,
+}
+
+impl GatConfig {
+    /// Spec §4.2: large 3 × 8 × 48, emb 16, fc 1, p 0.2; small 2 × 4 × 24, emb 8, fc 2, p 0.1.
+    pub fn for_size(size: Size, num_ids: usize) -> GatConfig {
+        match size {
+            Size::Large => GatConfig {
+                num_ids,
+                embedding_dim: 16,
+                layers: 3,
+                heads: 8,
+                channels: 48,
+                fc_layers: 1,
+                dropout: 0.2,
+                edge_dim: 0,
+            },
+            Size::Small => GatConfig {
+                num_ids,
+                embedding_dim: 8,
+                layers: 2,
+                heads: 4,
+                channels: 24,
+                fc_layers: 2,
+                dropout: 0.1,
+                edge_dim: 0,
+            },
+        }
+    }
+
+    /// Layer width `H·C`.
+    pub fn width(&self) -> usize {
+        self.heads * self.channels
+    }
+
+    /// Jumping-knowledge width `d = L·H·C`.
+    pub fn jk_dim(&self) -> usize {
+        self.layers * self.width()
+    }
+
+    fn conv(&self, l: usize) -> GatConvConfig {
+        let in_dim = if l == 0 {
+            self.embedding_dim + 10
+        } else {
+            self.width()
+        };
+        GatConvConfig {
+            edge_dim: self.edge_dim,
+            ..GatConvConfig::new(in_dim, self.channels, self.heads)
+        }
+    }
+
+    /// Closed-form parameter count (spec §4.5).
+    pub fn num_params(&self) -> usize {
+        let d = self.jk_dim();
+        self.num_ids * self.embedding_dim
+            + (0..self.layers)
+                .map(|l| self.conv(l).num_params())
+                .sum::<usize>()
+            + (self.fc_layers - 1) * Linear::num_params(d, d)
+            + Linear::num_params(d, 2)
+    }
+}
+
+/// What the classifier returns.
+pub struct GatOutput {
+    /// `[B, 2]`
+    pub logits: Tensor,
+    /// The pooled jumping-knowledge embedding `[B, d]` (fusion statistics, spec §5.6).
+    pub g: Tensor,
+}
+
+/// The GAT classifier.
+pub struct Gat {
+    pub cfg: GatConfig,
+    pub id_embedding: Embedding,
+    pub convs: Vec<GatConv>,
+    pub fc: Vec<Linear>,
+    dropout: Dropout,
+}
+
+impl Gat {
+    pub fn new(cfg: &GatConfig, vb: VarBuilder) -> candle_core::Result<Gat> {
+        if cfg.layers == 0 || cfg.fc_layers == 0 || cfg.num_ids == 0 {
+            candle_core::bail!("a GAT needs at least one layer, one head layer and one id");
+        }
+        let id_embedding = Embedding::new(cfg.num_ids, cfg.embedding_dim, vb.pp("id_embedding"))?;
+        let convs = (0..cfg.layers)
+            .map(|l| GatConv::new(cfg.conv(l), vb.pp("convs").pp(l)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let d = cfg.jk_dim();
+        let mut fc = Vec::new();
+        for i in 0..cfg.fc_layers {
+            let out = if i + 1 == cfg.fc_layers { 2 } else { d };
+            // Indices follow nn.Sequential-style [Linear, ReLU, Dropout]* numbering.
+            fc.push(Linear::new(d, out, vb.pp("fc_layers").pp(3 * i))?);
+        }
+        Ok(Gat {
+            cfg: cfg.clone(),
+            id_embedding,
+            convs,
+            fc,
+            dropout: Dropout::new(cfg.dropout),
+        })
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> candle_core::Result<GatOutput> {
+        let emb = self.id_embedding.forward(&batch.ids)?;
+        let mut x = Tensor::cat(&[&emb, &batch.feats], 1)?;
+        let mut xs = Vec::with_capacity(self.convs.len());
+        for conv in &self.convs {
+            x = self
+                .dropout
+                .forward(&conv.forward(&x, &batch.gat)?.relu()?, mode)?;
+            xs.push(x.clone());
+        }
+        let j = if xs.len() == 1 {
+            xs.pop().expect("one layer")
+        } else {
+            Tensor::cat(&xs, 1)?
+        };
+        let g = mean_pool(&j, &batch.graph, &batch.inv_counts, batch.num_graphs)?;
+        let mut h = g.clone();
+        for (i, lin) in self.fc.iter().enumerate() {
+            h = lin.forward(&h)?;
+            if i + 1 < self.fc.len() {
+                h = self.dropout.forward(&h.relu()?, mode)?;
+            }
+        }
+        Ok(GatOutput { logits: h, g })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::model::init::ParamStore;
+    use candle_core::Device;
+
+    fn count(size: Size, n: usize) -> (usize, usize) {
+        let cfg = GatConfig::for_size(size, n);
+        let ps = ParamStore::new(0, &Device::Cpu);
+        Gat::new(&cfg, ps.var_builder()).unwrap();
+        (ps.num_params(), cfg.num_params())
+    }
+
+    #[test]
+    fn parameter_counts_match_spec() {
+        for (size, n, want) in [
+            (Size::Large, 30, 311_138),
+            (Size::Large, 2049, 343_442),
+            (Size::Small, 30, 49_202),
+            (Size::Small, 2049, 65_354),
+        ] {
+            assert_eq!(count(size, n), (want, want), "{size:?} at num_ids {n}");
+        }
+    }
+
+    #[test]
+    fn pytorch_names() {
+        let ps = ParamStore::new(0, &Device::Cpu);
+        Gat::new(&GatConfig::for_size(Size::Small, 5), ps.var_builder()).unwrap();
+        let names: Vec<String> = ps.all().into_iter().map(|(k, _)| k).collect();
+        for want in [
+            "id_embedding.weight",
+            "convs.0.lin.weight",
+            "convs.1.att_src",
+            "convs.1.bias",
+            "fc_layers.0.weight",
+            "fc_layers.3.bias",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The small layers every model shares, PyTorch semantics and names: embedding, linear,
+//! BatchNorm (batch statistics in training, running statistics in evaluation), LayerNorm,
+//! seeded inverted dropout and global mean pooling (spec §4.1).
+//!
+//! candle-nn has most of these, but two of its versions do not fit: its `LayerNorm` takes a
+//! forward-only fast path on contiguous input (no gradient flows through it), and its dropout
+//! draws from candle's unseedable generator. Owning these few lines keeps training reproducible.
+
+use candle_core::{D, DType, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use rand::Rng as _;
+
+use super::init::{Rng, torch_linear};
+
+/// Training (dropout on, batch statistics, UNK replacement by the caller) or evaluation.
+pub enum Mode<'a> {
+    Eval,
+    Train(&'a mut Rng),
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// `nn.Embedding`, initialised N(0, 1).
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    pub fn new(num: usize, dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get_with_hints(
+            (num, dim),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        Ok(Embedding { weight })
+    }
+
+    /// `ids [N]` (u32) → `[N, dim]`.
+    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.weight.index_select(ids, 0)
+    }
+}
+
+/// `nn.Linear` with PyTorch's default initialisation; `weight [out, in]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(inp: usize, out: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get_with_hints((out, inp), "weight", torch_linear(inp))?;
+        let bias = vb.get_with_hints(out, "bias", torch_linear(inp))?;
+        Ok(Linear { weight, bias })
+    }
+
+    /// `x [N, in]` → `[N, out]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+
+    pub fn num_params(inp: usize, out: usize) -> usize {
+        inp * out + out
+    }
+}
+
+/// `nn.BatchNorm1d` over nodes: eps 1e-5, momentum 0.1; running statistics are buffers
+/// (`running_mean`, `running_var`, `num_batches_tracked`) that checkpoints keep.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Var,
+    pub running_var: Var,
+    pub num_batches_tracked: Var,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BatchNorm {
+    pub fn new(dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", Init::Const(0.0))?;
+        let rm = vb.get_with_hints(dim, "running_mean", Init::Const(0.0))?;
+        let rv = vb.get_with_hints(dim, "running_var", Init::Const(1.0))?;
+        let nb = vb.get_with_hints((), "num_batches_tracked", Init::Const(0.0))?;
+        Ok(BatchNorm {
+            weight,
+            bias,
+            running_mean: Var::from_tensor(&rm)?,
+            running_var: Var::from_tensor(&rv)?,
+            num_batches_tracked: Var::from_tensor(&nb)?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// `x [N, C]`. In training, normalises with the batch statistics and updates the running
+    /// ones (unbiased variance, as PyTorch); in evaluation, uses the running statistics.
+    pub fn forward(&self, x: &Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
+        if mode.is_train() {
+            let n = x.dim(0)?;
+            let mean = x.mean(0)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean(0)?;
+            let xhat = xc.broadcast_div(&(&var + self.eps)?.sqrt()?)?;
+            let m = self.momentum;
+            let unbias = if n > 1 {
+                n as f64 / (n - 1) as f64
+            } else {
+                1.0
+            };
+            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
+            let rv =
+                ((self.running_var.as_tensor() * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            let nb = (self.num_batches_tracked.as_tensor() + 1.0)?;
+            self.num_batches_tracked.set(&nb)?;
+            xhat.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        } else {
+            let scale = self
+                .weight
+                .div(&(self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
+            x.broadcast_mul(&scale)?.broadcast_add(&shift)
+        }
+    }
+}
+
+/// `nn.LayerNorm(dim)`, eps 1e-5, over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
+            eps: 1e-5,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Inverted dropout with the run's own generator (candle's cannot be seeded).
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout {
+    pub p: f32,
+}
+
+impl Dropout {
+    pub fn new(p: f32) -> Self {
+        Dropout { p }
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        let Mode::Train(rng) = mode else {
+            return Ok(x.clone());
+        };
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let cut = (self.p as f64 * u32::MAX as f64) as u32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.random::<u32>() < cut { 0.0 } else { keep })
+            .collect();
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+/// Per-graph mean of node rows: `x [N, d]` → `[B, d]`, `graph` the node → graph index (u32),
+/// `inv_counts [B, 1]` the reciprocal node counts.
+pub fn mean_pool(
+    x: &Tensor,
+    graph: &Tensor,
+    inv_counts: &Tensor,
+    num_graphs: usize,
+) -> candle_core::Result<Tensor> {
+    let d = x.dim(1)?;
+    Tensor::zeros((num_graphs, d), DType::F32, x.device())?
+        .index_add(graph, x, 0)?
+        .broadcast_mul(inv_counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::model::init::ParamStore;
+    use candle_core::Device;
+    use rand::SeedableRng;
+
+    #[test]
+    fn batchnorm_train_and_eval() {
+        let ps = ParamStore::new(0, &Device::Cpu);
+        let bn = BatchNorm::new(2, ps.var_builder()).unwrap();
+        let x = Tensor::new(&[[1f32, 10.], [3., 30.]], &Device::Cpu).unwrap();
+        let mut rng = Rng::seed_from_u64(0);
+        let y = bn
+            .forward(&x, &Mode::Train(&mut rng))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert!((y[0][0] + 1.0).abs() < 1e-3 && (y[1][1] - 1.0).abs() < 1e-3);
+        let rm = bn.running_mean.as_tensor().to_vec1::<f32>().unwrap();
+        let rv = bn.running_var.as_tensor().to_vec1::<f32>().unwrap();
+        // 0.9·0 + 0.1·mean; 0.9·1 + 0.1·unbiased var (2 and 200).
+        assert!((rm[0] - 0.2).abs() < 1e-6 && (rm[1] - 2.0).abs() < 1e-5);
+        assert!((rv[0] - 1.1).abs() < 1e-6 && (rv[1] - 20.9).abs() < 1e-4);
+        let e = bn
+            .forward(&x, &Mode::Eval)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert!((e[0][0] - (1.0 - 0.2) / (1.1f32 + 1e-5).sqrt()).abs() < 1e-5);
+        assert_eq!(
+            bn.num_batches_tracked
+                .as_tensor()
+                .to_scalar::<f32>()
+                .unwrap(),
+            1.0
+        );
+    }
+
+    #[test]
+    fn layernorm_has_gradients() {
+        let ps = ParamStore::new(0, &Device::Cpu);
+        let ln = LayerNorm::new(3, ps.var_builder()).unwrap();
+        let x = Var::new(&[[1f32, 2., 4.]], &Device::Cpu).unwrap();
+        let y = ln.forward(x.as_tensor()).unwrap();
+        let w = Tensor::new(&[[1f32, 0., 0.]], &Device::Cpu).unwrap();
+        let g = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some());
+        assert!(g.get(&ln.weight).is_some());
+    }
+
+    #[test]
+    fn dropout_is_seeded_and_inverted() {
+        let x = Tensor::ones((100, 10), DType::F32, &Device::Cpu).unwrap();
+        let d = Dropout::new(0.5);
+        let run = |s| {
+            let mut r = Rng::seed_from_u64(s);
+            d.forward(&x, &mut Mode::Train(&mut r))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+        let mean: f32 = run(1).iter().sum::<f32>() / 1000.0;
+        assert!((mean - 1.0).abs() < 0.1);
+        let e = d.forward(&x, &mut Mode::Eval).unwrap();
+        assert_eq!(e.sum_all().unwrap().to_scalar::<f32>().unwrap(), 1000.0);
+    }
+}

@@ -1,0 +1,392 @@
+//! The VGAE (spec §4.3): a GATConv + BatchNorm encoder to `μ, logσ²`, a GATConv decoder that
+//! reconstructs the 10 continuous node features, a CAN-ID head and a neighbourhood head.
+//! `z = μ + ε·σ` in training and **`z = μ` in evaluation**, so scores, curriculum difficulty,
+//! fusion states and distillation targets are deterministic (pitfall 8).
+//!
+//! Names follow [O1]'s `GraphAutoencoderNeighborhood`: `encoder_layers.0.lin.weight`,
+//! `encoder_bns.0.running_mean`, `z_mean`, `z_logvar`, `decoder_layers.*`, `decoder_bns.*`,
+//! `canid_classifier`, `neighborhood_decoder.{0,3,6}`.
+
+use candle_core::{D, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::batch::Batch;
+use super::gat::Size;
+use super::gatconv::{GatConv, GatConvConfig};
+use super::init::normal;
+use super::layers::{BatchNorm, Dropout, Embedding, Linear, Mode};
+
+/// The VGAE architecture; [`VgaeConfig::for_size`] gives the spec's two.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VgaeConfig {
+    pub num_ids: usize,
+    pub embedding_dim: usize,
+    /// Encoder widths `t` (the latent size is not repeated here).
+    pub encoder_dims: Vec<usize>,
+    /// Heads of the first encoder layer; later encoder layers have one.
+    pub encoder_heads: usize,
+    pub latent_dim: usize,
+    /// Heads of the intermediate decoder layers (1 where they do not divide the width).
+    pub decoder_heads: usize,
+    pub dropout: f32,
+    #[serde(default)]
+    pub edge_dim: usize,
+}
+
+impl VgaeConfig {
+    /// Spec §4.3: large emb 32, [480, 240] (4 heads), L 48, p 0.15; small emb 4, [80, 40]
+    /// (1 head), L 16, p 0.1.
+    pub fn for_size(size: Size, num_ids: usize) -> VgaeConfig {
+        match size {
+            Size::Large => VgaeConfig {
+                num_ids,
+                embedding_dim: 32,
+                encoder_dims: vec![480, 240],
+                encoder_heads: 4,
+                latent_dim: 48,
+                decoder_heads: 4,
+                dropout: 0.15,
+                edge_dim: 0,
+            },
+            Size::Small => VgaeConfig {
+                num_ids,
+                embedding_dim: 4,
+                encoder_dims: vec![80, 40],
+                encoder_heads: 1,
+                latent_dim: 16,
+                decoder_heads: 4,
+                dropout: 0.1,
+                edge_dim: 0,
+            },
+        }
+    }
+
+    fn split(width: usize, heads: usize) -> (usize, usize) {
+        if heads > 1 && width.is_multiple_of(heads) {
+            (width / heads, heads)
+        } else {
+            (width, 1)
+        }
+    }
+
+    fn encoder(&self) -> Vec<GatConvConfig> {
+        let mut inp = self.embedding_dim + 10;
+        self.encoder_dims
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let (c, h) = Self::split(t, if i == 0 { self.encoder_heads } else { 1 });
+                let cfg = GatConvConfig {
+                    edge_dim: self.edge_dim,
+                    ..GatConvConfig::new(inp, c, h)
+                };
+                inp = t;
+                cfg
+            })
+            .collect()
+    }
+
+    /// Intermediate decoder layers, then the final `GATConv(·, 10, 1)`.
+    fn decoder(&self) -> Vec<GatConvConfig> {
+        let mut inp = self.latent_dim;
+        let mut out = Vec::new();
+        for &t in self.encoder_dims.iter().skip(1).rev() {
+            let (c, h) = Self::split(t, self.decoder_heads);
+            out.push(GatConvConfig {
+                edge_dim: self.edge_dim,
+                ..GatConvConfig::new(inp, c, h)
+            });
+            inp = t;
+        }
+        out.push(GatConvConfig {
+            edge_dim: self.edge_dim,
+            ..GatConvConfig::new(inp, 10, 1)
+        });
+        out
+    }
+
+    fn last_width(&self) -> usize {
+        *self
+            .encoder_dims
+            .last()
+            .expect("at least one encoder layer")
+    }
+
+    /// Closed-form parameter count (spec §4.5).
+    pub fn num_params(&self) -> usize {
+        let (n, l) = (self.num_ids, self.latent_dim);
+        let enc: usize = self
+            .encoder()
+            .iter()
+            .map(|c| c.num_params() + 2 * c.out_dim())
+            .sum();
+        let dec = self.decoder();
+        let dec: usize = dec
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.num_params()
+                    + if i + 1 < dec.len() {
+                        2 * c.out_dim()
+                    } else {
+                        0
+                    }
+            })
+            .sum();
+        n * self.embedding_dim
+            + enc
+            + 2 * Linear::num_params(self.last_width(), l)
+            + dec
+            + 2 * Linear::num_params(l, n)
+            + 2 * Linear::num_params(l, l)
+    }
+}
+
+/// The VGAE forward pass, named so that nothing is taken from the wrong slot (pitfall 22).
+pub struct VgaeOutput {
+    /// `[N, 10]`, sigmoid outputs reconstructing `x[:, 1..11]`.
+    pub cont: Tensor,
+    /// `[N, num_ids]`
+    pub canid_logits: Tensor,
+    /// `[N, num_ids]`
+    pub nbr_logits: Tensor,
+    /// `[N, L]`
+    pub mu: Tensor,
+    pub logvar: Tensor,
+    pub z: Tensor,
+    /// Scalar.
+    pub kl: Tensor,
+}
+
+/// The VGAE.
+pub struct Vgae {
+    pub cfg: VgaeConfig,
+    pub id_embedding: Embedding,
+    encoder: Vec<(GatConv, BatchNorm)>,
+    z_mean: Linear,
+    z_logvar: Linear,
+    decoder: Vec<(GatConv, Option<BatchNorm>)>,
+    canid_classifier: Linear,
+    nbr: [Linear; 3],
+    dropout: Dropout,
+}
+
+impl Vgae {
+    pub fn new(cfg: &VgaeConfig, vb: VarBuilder) -> candle_core::Result<Vgae> {
+        if cfg.encoder_dims.is_empty() {
+            candle_core::bail!("a VGAE needs at least one encoder layer");
+        }
+        let (n, l) = (cfg.num_ids, cfg.latent_dim);
+        let id_embedding = Embedding::new(n, cfg.embedding_dim, vb.pp("id_embedding"))?;
+        let encoder = cfg
+            .encoder()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok((
+                    GatConv::new(c, vb.pp("encoder_layers").pp(i))?,
+                    BatchNorm::new(c.out_dim(), vb.pp("encoder_bns").pp(i))?,
+                ))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let z_mean = Linear::new(cfg.last_width(), l, vb.pp("z_mean"))?;
+        let z_logvar = Linear::new(cfg.last_width(), l, vb.pp("z_logvar"))?;
+        let dec = cfg.decoder();
+        let last = dec.len() - 1;
+        let decoder = dec
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let conv = GatConv::new(c, vb.pp("decoder_layers").pp(i))?;
+                let bn = if i < last {
+                    Some(BatchNorm::new(c.out_dim(), vb.pp("decoder_bns").pp(i))?)
+                } else {
+                    None
+                };
+                Ok((conv, bn))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let canid_classifier = Linear::new(l, n, vb.pp("canid_classifier"))?;
+        let nd = vb.pp("neighborhood_decoder");
+        let nbr = [
+            Linear::new(l, l, nd.pp(0))?,
+            Linear::new(l, l, nd.pp(3))?,
+            Linear::new(l, n, nd.pp(6))?,
+        ];
+        Ok(Vgae {
+            cfg: cfg.clone(),
+            id_embedding,
+            encoder,
+            z_mean,
+            z_logvar,
+            decoder,
+            canid_classifier,
+            nbr,
+            dropout: Dropout::new(cfg.dropout),
+        })
+    }
+
+    pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> candle_core::Result<VgaeOutput> {
+        let emb = self.id_embedding.forward(&batch.ids)?;
+        let mut x = Tensor::cat(&[&emb, &batch.feats], 1)?;
+        for (conv, bn) in &self.encoder {
+            let h = bn.forward(&conv.forward(&x, &batch.gat)?, mode)?.relu()?;
+            x = self.dropout.forward(&h, mode)?;
+        }
+        let mu = self.z_mean.forward(&x)?;
+        let logvar = self.z_logvar.forward(&x)?.clamp(-20f32, 20f32)?;
+        let z = match mode {
+            Mode::Train(rng) => {
+                let eps: Vec<f32> = (0..mu.elem_count()).map(|_| normal(*rng) as f32).collect();
+                let eps = Tensor::from_vec(eps, mu.shape(), mu.device())?;
+                (&mu + (eps * (&logvar * 0.5)?.exp()?)?)?
+            }
+            Mode::Eval => mu.clone(),
+        };
+        let kl = ((((&logvar + 1.0)? - mu.sqr()?)? - logvar.exp()?)?.mean_all()? * -0.5)?;
+        let mut h = z.clone();
+        for (conv, bn) in &self.decoder {
+            let o = conv.forward(&h, &batch.gat)?;
+            h = match bn {
+                Some(bn) => self.dropout.forward(&bn.forward(&o, mode)?.relu()?, mode)?,
+                None => candle_nn::ops::sigmoid(&o)?,
+            };
+        }
+        let canid_logits = self.canid_classifier.forward(&z)?;
+        let mut q = self.nbr[0].forward(&z)?.relu()?;
+        q = self.dropout.forward(&q, mode)?;
+        q = self.nbr[1].forward(&q)?.relu()?;
+        q = self.dropout.forward(&q, mode)?;
+        let nbr_logits = self.nbr[2].forward(&q)?;
+        Ok(VgaeOutput {
+            cont: h,
+            canid_logits,
+            nbr_logits,
+            mu,
+            logvar,
+            z,
+            kl,
+        })
+    }
+}
+
+/// Element-wise `BCEWithLogits(x, t)`, in the stable form `max(x,0) − x·t + log(1 + e^{−|x|})`
+/// (candle-nn's version takes `log(sigmoid)` and overflows).
+pub fn bce_with_logits(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+    let soft = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    (x.relu()? - (x * t)?)? + soft
+}
+
+/// Per-node cross entropy `[N]` of `logits [N, C]` against u32 `target [N]`.
+pub fn node_ce(logits: &Tensor, target: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::log_softmax(logits, D::Minus1)?
+        .gather(&target.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()
+}
+
+/// The per-node error terms that both the training loss and the scores are means of.
+pub struct NodeErrors {
+    /// `[N]`: Σ over the 10 features of the squared reconstruction error.
+    pub recon_sum: Tensor,
+    /// `[N]`: Σ over `num_ids` of the neighbourhood BCE.
+    pub nbr_sum: Tensor,
+    /// `[N]`: CAN-ID cross entropy.
+    pub canid: Tensor,
+}
+
+/// Per-node errors of `out` on `batch` (which must carry the neighbourhood target).
+pub fn node_errors(out: &VgaeOutput, batch: &Batch) -> candle_core::Result<NodeErrors> {
+    let target = batch
+        .nbr_target
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("batch lacks the neighbourhood target".into()))?;
+    Ok(NodeErrors {
+        recon_sum: (&out.cont - &batch.feats)?.sqr()?.sum(1)?,
+        nbr_sum: bce_with_logits(&out.nbr_logits, target)?.sum(1)?,
+        canid: node_ce(&out.canid_logits, &batch.ids_true)?,
+    })
+}
+
+/// `L_task` (spec §5.2): `MSE + 0.1·CE + 0.05·BCE + 0.01·KL`, means over N×10, N and N×num_ids.
+pub fn task_loss(out: &VgaeOutput, batch: &Batch) -> candle_core::Result<Tensor> {
+    let e = node_errors(out, batch)?;
+    let n = batch.num_nodes as f64;
+    let ids = out.nbr_logits.dim(1)? as f64;
+    let mse = (e.recon_sum.sum_all()? / (n * 10.0))?;
+    let ce = (e.canid.sum_all()? / n)?;
+    let bce = (e.nbr_sum.sum_all()? / (n * ids))?;
+    ((mse + (ce * 0.1)?)? + (bce * 0.05)?)? + (&out.kl * 0.01)?
+}
+
+/// One graph's VGAE score terms (spec §5.3), computed in evaluation mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GraphScore {
+    pub recon: f32,
+    pub nbr: f32,
+    pub canid: f32,
+}
+
+impl GraphScore {
+    /// `vgae_score = 0.4·recon + 0.35·nbr + 0.25·canid`, unclipped.
+    pub fn score(&self) -> f32 {
+        0.4 * self.recon + 0.35 * self.nbr + 0.25 * self.canid
+    }
+
+    /// `anomaly = clip(vgae_score, 0, 1)`.
+    pub fn anomaly(&self) -> f32 {
+        self.score().clamp(0.0, 1.0)
+    }
+}
+
+/// Per-graph score terms of `out` on `batch`.
+pub fn graph_scores(out: &VgaeOutput, batch: &Batch) -> candle_core::Result<Vec<GraphScore>> {
+    let e = node_errors(out, batch)?;
+    let ids = out.nbr_logits.dim(1)?;
+    let recon = batch.graph_mean(&e.recon_sum, 10)?.to_vec1::<f32>()?;
+    let nbr = batch.graph_mean(&e.nbr_sum, ids)?.to_vec1::<f32>()?;
+    let canid = batch.graph_mean(&e.canid, 1)?.to_vec1::<f32>()?;
+    Ok((0..batch.num_graphs)
+        .map(|g| GraphScore {
+            recon: recon[g],
+            nbr: nbr[g],
+            canid: canid[g],
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::model::init::ParamStore;
+    use candle_core::Device;
+
+    #[test]
+    fn parameter_counts_match_spec() {
+        for (size, n, want) in [
+            (Size::Large, 30, 185_850),
+            (Size::Large, 2049, 448_320),
+            (Size::Small, 30, 9_186),
+            (Size::Small, 2049, 85_908),
+        ] {
+            let cfg = VgaeConfig::for_size(size, n);
+            let ps = ParamStore::new(0, &Device::Cpu);
+            Vgae::new(&cfg, ps.var_builder()).unwrap();
+            assert_eq!(ps.num_params(), want, "{size:?} at num_ids {n}");
+            assert_eq!(
+                cfg.num_params(),
+                want,
+                "{size:?} closed form at num_ids {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn bce_is_stable() {
+        let x = Tensor::new(&[-200f32, 0., 200.], &Device::Cpu).unwrap();
+        let t = Tensor::new(&[0f32, 1., 1.], &Device::Cpu).unwrap();
+        let v = bce_with_logits(&x, &t).unwrap().to_vec1::<f32>().unwrap();
+        assert!(v[0].abs() < 1e-6 && (v[1] - 2f32.ln()).abs() < 1e-6 && v[2].abs() < 1e-6);
+    }
+}
