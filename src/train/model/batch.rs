@@ -180,6 +180,54 @@ pub fn chunks(order: &[usize], size: usize) -> impl Iterator<Item = &[usize]> {
     order.chunks(size.max(1))
 }
 
+/// The data a trainer sees: the training pool, val, every test split, and the vocabulary size.
+pub struct Splits {
+    pub train: GraphSet,
+    pub val: GraphSet,
+    /// Test splits, sorted by name.
+    pub tests: Vec<(String, GraphSet)>,
+    pub num_ids: usize,
+    /// blake3 (hex) of `vocab.json`, recorded in checkpoints.
+    pub vocab_sha256: String,
+}
+
+/// `0..set.len()`.
+pub fn all(set: &GraphSet) -> Vec<usize> {
+    (0..set.len()).collect()
+}
+
+/// How evaluation-mode passes batch (no UNK replacement, no generator). The passes themselves
+/// are `impl Scoring` blocks beside each model: `vgae_scores` (vgae.rs), `gat_logits` (gat.rs),
+/// `states` (fusion.rs).
+#[derive(Clone, Debug)]
+pub struct Scoring {
+    pub device: Device,
+    pub num_ids: usize,
+    pub batch_graphs: usize,
+}
+
+impl Scoring {
+    /// An evaluation batch of graphs `idx`.
+    pub fn batch(
+        &self,
+        set: &GraphSet,
+        idx: &[usize],
+        nbr_target: bool,
+        edge_attr: bool,
+    ) -> Result<Batch, TrainError> {
+        Batch::new(
+            set,
+            idx,
+            &self.device,
+            BatchOptions {
+                nbr_target,
+                edge_attr,
+                ..BatchOptions::eval(self.num_ids)
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,34 @@ pub fn meta_get<'m>(
         })
 }
 
+/// The architecture JSON of a checkpoint, deserialised.
+pub fn architecture<T: serde::de::DeserializeOwned>(
+    meta: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<T, TrainError> {
+    let a = meta_get(meta, "architecture", path)?;
+    serde_json::from_str(a).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("architecture: {e}"),
+    })
+}
+
+/// The model kind of a checkpoint, which must be one of `want`.
+pub fn expect_kind(
+    meta: &BTreeMap<String, String>,
+    path: &Path,
+    want: &[&str],
+) -> Result<String, TrainError> {
+    let k = meta_get(meta, "kind", path)?;
+    if !want.contains(&k) {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("holds a `{k}` model, expected {}", want.join(" or ")),
+        });
+    }
+    Ok(k.to_string())
+}
+
 /// Writes `value` as pretty JSON with a trailing newline.
 pub fn write_json(path: &Path, value: &Value) -> Result<(), TrainError> {
     let mut s = serde_json::to_string_pretty(value).expect("json serialises");
@@ -212,7 +240,8 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), TrainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::model::gat::{Gat, GatConfig, Size};
+    use crate::train::model::config::Size;
+    use crate::train::model::gat::{Gat, GatConfig};
     use candle_core::Device;
 
     #[test]

@@ -15,10 +15,30 @@ use serde_json::{Map, Value, json};
 use super::TrainError;
 use super::checkpoint::{write_json, write_text};
 use super::gat::Gat;
-use super::infer::{FusionModel, Scoring, Splits, all};
+use serde::Serialize;
+
+use super::batch::{Scoring, Splits, all};
+use super::config::{Common, Keys, common};
+use super::fusion::FusionModel;
 use super::metrics::{Metrics, ThresholdMethod, score_f64, vgae_threshold};
 use super::vgae::Vgae;
 use crate::train::data::graphs::GraphSet;
+
+/// The `kdgat.eval` stage.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalStageConfig {
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+impl EvalStageConfig {
+    pub fn from_json(v: &Value) -> Result<Self, TrainError> {
+        let mut k = Keys::new(v, "kdgat.eval")?;
+        let common = common(&mut k)?;
+        k.finish("kdgat.eval")?;
+        Ok(EvalStageConfig { common })
+    }
+}
 
 /// What the preprocess stage knows about the data and evaluation reports (from its
 /// `manifest.json`); absent values are written as null.

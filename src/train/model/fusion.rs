@@ -5,12 +5,21 @@
 //! baseline and evaluation all call it, so they cannot drift apart (pitfall 11: [O1]
 //! rewarded `α > 0.5` and fused only in validation).
 
-use candle_core::Tensor;
+use std::path::Path;
+
+use candle_core::{D, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::gat::Size;
+use super::TrainError;
+use super::batch::{Scoring, chunks};
+use super::checkpoint;
+use super::config::Size;
+use super::gat::Gat;
+use super::init::ParamStore;
 use super::layers::{Dropout, LayerNorm, Linear, Mode};
+use super::vgae::{Vgae, graph_scores};
+use crate::train::data::graphs::GraphSet;
 
 /// State width.
 pub const STATE_DIM: usize = 15;
@@ -209,6 +218,167 @@ impl FusionMlp {
         }
         self.layers[2].forward(&x)?.squeeze(1)
     }
+}
+
+/// The fusion method (spec §5.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusionMethod {
+    Dqn,
+    Mlp,
+    Fixed,
+}
+
+impl FusionMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FusionMethod::Dqn => "dqn",
+            FusionMethod::Mlp => "mlp",
+            FusionMethod::Fixed => "fixed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FusionMethod> {
+        match s {
+            "dqn" => Some(FusionMethod::Dqn),
+            "mlp" => Some(FusionMethod::Mlp),
+            "fixed" => Some(FusionMethod::Fixed),
+            _ => None,
+        }
+    }
+}
+
+impl Scoring {
+    /// Fusion states (spec §5.6) of graphs `idx`: one VGAE and one GAT pass per batch.
+    pub fn states(
+        &self,
+        vgae: &Vgae,
+        gat: &Gat,
+        set: &GraphSet,
+        idx: &[usize],
+    ) -> Result<Vec<State>, TrainError> {
+        let mut out = Vec::with_capacity(idx.len());
+        for c in chunks(idx, self.batch_graphs) {
+            let b = self.batch(set, c, true, gat.cfg.edge_dim > 0)?;
+            let vo = vgae.forward(&b, &mut Mode::Eval)?;
+            let scores = graph_scores(&vo, &b)?;
+            let latent = vo.mu.dim(1)?;
+            let mu = vo.mu.flatten_all()?.to_vec1::<f32>()?;
+            let go = gat.forward(&b, &mut Mode::Eval)?;
+            let logits = go.logits.to_vec2::<f32>()?;
+            let d = go.g.dim(1)?;
+            let g = go.g.flatten_all()?.to_vec1::<f32>()?;
+            let mut start = 0;
+            for (k, sc) in scores.iter().enumerate() {
+                let n = b.node_counts[k];
+                out.push(state(
+                    sc.recon,
+                    sc.nbr,
+                    sc.canid,
+                    &mu[start * latent..(start + n) * latent],
+                    [logits[k][0], logits[k][1]],
+                    &g[k * d..(k + 1) * d],
+                ));
+                start += n;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `[B, 15]` tensor of states.
+pub fn states_tensor(states: &[State], device: &Device) -> candle_core::Result<Tensor> {
+    let flat: Vec<f32> = states.iter().flat_map(|s| s.iter().copied()).collect();
+    Tensor::from_vec(flat, (states.len(), STATE_DIM), device)
+}
+
+/// A trained fusion model.
+pub enum FusionModel {
+    Dqn(QNet),
+    Mlp(FusionMlp),
+    Fixed(f32),
+}
+
+impl FusionModel {
+    pub fn method(&self) -> FusionMethod {
+        match self {
+            FusionModel::Dqn(_) => FusionMethod::Dqn,
+            FusionModel::Mlp(_) => FusionMethod::Mlp,
+            FusionModel::Fixed(_) => FusionMethod::Fixed,
+        }
+    }
+
+    /// Greedy actions of the Q-network (evaluation mode), in chunks of 4096 states.
+    pub fn greedy_actions(
+        q: &QNet,
+        states: &[State],
+        device: &Device,
+    ) -> candle_core::Result<Vec<usize>> {
+        let mut out = Vec::with_capacity(states.len());
+        for c in states.chunks(4096) {
+            let qv = q.forward(&states_tensor(c, device)?, &mut Mode::Eval)?;
+            out.extend(
+                qv.argmax(D::Minus1)?
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|a| a as usize),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Scores and decisions (spec §6.1): `fused` for dqn and fixed (attack iff `> 0.5`, by
+    /// [`fuse`]), `σ(out)` for mlp (attack iff `> 0.5`).
+    pub fn score(
+        &self,
+        states: &[State],
+        device: &Device,
+    ) -> candle_core::Result<Vec<(f32, bool)>> {
+        Ok(match self {
+            FusionModel::Dqn(q) => Self::greedy_actions(q, states, device)?
+                .into_iter()
+                .zip(states)
+                .map(|(a, s)| decide(a, s))
+                .collect(),
+            FusionModel::Fixed(a) => states.iter().map(|s| fuse(*a, s)).collect(),
+            FusionModel::Mlp(m) => {
+                let mut out = Vec::with_capacity(states.len());
+                for c in states.chunks(4096) {
+                    let z = m.forward(&states_tensor(c, device)?, &mut Mode::Eval)?;
+                    let p = candle_nn::ops::sigmoid(&z)?.to_vec1::<f32>()?;
+                    out.extend(p.into_iter().map(|p| (p, p > 0.5)));
+                }
+                out
+            }
+        })
+    }
+}
+
+/// A fusion model rebuilt from `model.safetensors`.
+pub fn load_fusion(path: &Path, device: &Device) -> Result<FusionModel, TrainError> {
+    let meta = checkpoint::read_metadata(path)?;
+    let kind = checkpoint::expect_kind(&meta, path, &["qnet", "mlp", "fixed"])?;
+    let store = ParamStore::new(0, device);
+    let model = match kind.as_str() {
+        "qnet" => {
+            let cfg: QConfig = checkpoint::architecture(&meta, path)?;
+            FusionModel::Dqn(QNet::new(&cfg, store.var_builder())?)
+        }
+        "mlp" => FusionModel::Mlp(FusionMlp::new(store.var_builder())?),
+        _ => {
+            let a: serde_json::Value = checkpoint::architecture(&meta, path)?;
+            let alpha = a
+                .get("fixed_alpha")
+                .and_then(|v| v.as_f64())
+                .ok_or_else(|| TrainError::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: "a `fixed` model needs `fixed_alpha` in its architecture".into(),
+                })?;
+            FusionModel::Fixed(alpha as f32)
+        }
+    };
+    checkpoint::load(path, &store)?;
+    Ok(model)
 }
 
 #[cfg(test)]

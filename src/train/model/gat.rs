@@ -7,26 +7,16 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Batch;
+use std::path::Path;
+
+use super::TrainError;
+use super::batch::{Batch, Scoring, chunks};
+use super::checkpoint;
+use super::config::Size;
 use super::gatconv::{GatConv, GatConvConfig};
+use super::init::ParamStore;
 use super::layers::{Dropout, Embedding, Linear, Mode, mean_pool};
-
-/// Model size: `large` is the teacher, `small` the student (spec §0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Size {
-    Large,
-    Small,
-}
-
-impl Size {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Size::Large => "large",
-            Size::Small => "small",
-        }
-    }
-}
+use crate::train::data::graphs::GraphSet;
 
 /// The GAT architecture; [`GatConfig::for_size`] gives the spec's two.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,6 +161,38 @@ impl Gat {
         }
         Ok(GatOutput { logits: h, g })
     }
+}
+
+impl Scoring {
+    /// GAT logits of graphs `idx` (evaluation mode).
+    pub fn gat_logits(
+        &self,
+        gat: &Gat,
+        set: &GraphSet,
+        idx: &[usize],
+    ) -> Result<Vec<[f32; 2]>, TrainError> {
+        let mut out = Vec::with_capacity(idx.len());
+        for c in chunks(idx, self.batch_graphs) {
+            let b = self.batch(set, c, false, gat.cfg.edge_dim > 0)?;
+            let l = gat.forward(&b, &mut Mode::Eval)?.logits.to_vec2::<f32>()?;
+            out.extend(l.into_iter().map(|r| [r[0], r[1]]));
+        }
+        Ok(out)
+    }
+}
+
+/// A GAT rebuilt from its `model.safetensors` metadata alone.
+pub fn load_gat(
+    path: &Path,
+    device: &candle_core::Device,
+) -> Result<(ParamStore, Gat), TrainError> {
+    let meta = checkpoint::read_metadata(path)?;
+    checkpoint::expect_kind(&meta, path, &["gat"])?;
+    let cfg: GatConfig = checkpoint::architecture(&meta, path)?;
+    let store = ParamStore::new(0, device);
+    let model = Gat::new(&cfg, store.var_builder())?;
+    checkpoint::load(path, &store)?;
+    Ok((store, model))
 }
 
 #[cfg(test)]

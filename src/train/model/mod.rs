@@ -4,16 +4,15 @@
 //! |---|---|
 //! | [`init`] | seeded parameters ([`init::ParamStore`]) and sub-seeds |
 //! | [`layers`] | embedding, linear, BatchNorm, LayerNorm, dropout, mean pool |
-//! | [`batch`] | PyG-style graph batching, UNK replacement, attention edge lists |
+//! | [`batch`] | PyG-style graph batching, UNK replacement, attention edge lists; [`batch::Splits`], [`batch::Scoring`] (eval-mode passes, one `impl` beside each model) |
 //! | [`gatconv`] | `GATConv` (composed `index_add` kernel and a fused custom op) |
 //! | [`gat`], [`vgae`], [`fusion`] | the three models, PyTorch names |
 //! | [`kd`] | weighted CE and the distillation losses |
 //! | [`curriculum`] | the GAT's per-epoch sampling |
 //! | [`metrics`] | evaluation metrics and their JSON/CSV forms |
-//! | [`infer`] | eval-mode scoring of graph sets: VGAE scores, GAT outputs, fusion states |
 //! | [`checkpoint`] | safetensors with PyTorch names and metadata, best-epoch snapshots |
 //! | [`optim`] | AdamW with global-norm clipping |
-//! | [`config`] | stage configurations, profiles (`quick`, `paper`), key validation |
+//! | [`config`] | what stage configurations share: profiles, sizes, devices, key validation (each stage's own config lives in its trainer) |
 //! | [`progress`] | per-epoch progress bar or plain lines, `train_log.csv` |
 //! | [`train_vgae`], [`train_gat`], [`train_fusion`], [`eval`] | the four stages |
 //! | [`synth`] | synthetic CAN-like graph sets for tests and benchmarks |
@@ -32,7 +31,6 @@ pub mod eval;
 pub mod fusion;
 pub mod gat;
 pub mod gatconv;
-pub mod infer;
 pub mod init;
 pub mod kd;
 pub mod layers;

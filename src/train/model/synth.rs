@@ -10,7 +10,7 @@
 use rand::Rng as _;
 use rand::SeedableRng;
 
-use super::infer::Splits;
+use super::batch::Splits;
 use super::init::Rng;
 use crate::train::data::graphs::{GraphSet, NODE_FEATURES};
 
@@ -240,6 +240,90 @@ pub fn splits(num_ids: usize, windows_per_stream: usize, w: usize, seed: u64) ->
         ],
         num_ids,
         vocab_sha256: "synthetic".into(),
+    }
+}
+
+/// A minimal reader for the `can-train-and-test` CSV layout
+/// (`timestamp,arbitration_id,data_field,attack`, hex IDs and payloads), for benchmarks and
+/// tests on the sample file; the preprocess stage owns the real readers (spec §2).
+/// Returns `(id, bytes, len, attack)` per row; malformed rows are skipped.
+pub fn read_ctt_csv(text: &str) -> Vec<(u32, [u8; 8], u8, bool)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.trim().split(',').collect();
+        if f.len() != 4 {
+            continue;
+        }
+        let Ok(id) = u32::from_str_radix(f[1].trim(), 16) else {
+            continue;
+        };
+        let hex = f[2].trim();
+        let hex = if hex.len() % 2 == 1 {
+            format!("0{hex}")
+        } else {
+            hex.to_string()
+        };
+        let mut bytes = [0u8; 8];
+        let len = (hex.len() / 2).min(8);
+        let mut ok = true;
+        for (j, b) in bytes.iter_mut().enumerate().take(len) {
+            match u8::from_str_radix(&hex[2 * j..2 * j + 2], 16) {
+                Ok(v) => *b = v,
+                Err(_) => ok = false,
+            }
+        }
+        if ok {
+            out.push((id, bytes, len as u8, f[3].trim() == "1"));
+        }
+    }
+    out
+}
+
+/// Splits one can-train-and-test stream into interleaved blocks of 20 windows: of every five
+/// blocks, three go to `train`, one to `val`, one to `test` (no embargo; adjacent blocks are
+/// similar, so this measures fit, not generalisation). The vocabulary is built from the train
+/// rows' IDs, UNK last. A stand-in for the preprocess stage in benchmarks and learning tests.
+pub fn stream_splits(rows: &[(u32, [u8; 8], u8, bool)], w: usize, name: &str) -> Splits {
+    let n_windows = rows.len().saturating_sub(1) / w;
+    let part_of = |k: usize| match (k / 20) % 5 {
+        0..=2 => 0,
+        3 => 1,
+        _ => 2,
+    };
+    let mut ids: Vec<u32> = (0..n_windows)
+        .filter(|&k| part_of(k) == 0)
+        .flat_map(|k| rows[k * w..=k * w + w].iter().map(|r| r.0))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let unk = ids.len() as u32;
+    let frames: Vec<Frame> = rows
+        .iter()
+        .map(|r| Frame {
+            id: ids.binary_search(&r.0).map(|i| i as u32).unwrap_or(unk),
+            bytes: r.1,
+            len: r.2,
+            attack: r.3,
+        })
+        .collect();
+    let mut whole = GraphSet::new();
+    window_graphs(&frames, w, w, 0, &mut whole);
+    let mut parts = [GraphSet::new(), GraphSet::new(), GraphSet::new()];
+    for p in &mut parts {
+        p.files = vec![name.to_string()];
+    }
+    for k in 0..whole.len() {
+        let g = whole.graph(k);
+        let edges: Vec<(u32, u32)> = g.edge_src.iter().copied().zip(g.edge_dst.iter().copied()).collect();
+        parts[part_of(k)].push(g.x, g.node_y, &edges, None, g.y, 0, k as u32);
+    }
+    let [train, val, test] = parts;
+    Splits {
+        train,
+        val,
+        tests: vec![("test".into(), test)],
+        num_ids: ids.len() + 1,
+        vocab_sha256: "stream".into(),
     }
 }
 

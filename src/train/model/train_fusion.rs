@@ -21,16 +21,106 @@ use serde_json::{Value, json};
 
 use super::TrainError;
 use super::checkpoint::{self, ModelMeta, write_json, write_text};
-use super::config::{FusionMethod, FusionStageConfig};
-use super::fusion::{self, FusionMlp, NUM_ACTIONS, QConfig, QNet, State};
+use serde::Serialize;
+
+use super::batch::{Scoring, Splits, all};
+use super::config::{Common, Keys, Profile, Size, common, size};
+use super::fusion::{
+    self, FusionMethod, FusionMlp, FusionModel, NUM_ACTIONS, QConfig, QNet, State, states_tensor,
+};
 use super::gat::Gat;
-use super::infer::{FusionModel, Scoring, Splits, all, states_tensor};
 use super::init::{ParamStore, Rng, Snapshot, rng, sub_seed};
 use super::layers::Mode;
 use super::metrics::{Metrics, ThresholdMethod, accuracy, f1, score_f64};
 use super::optim::Optim;
 use super::progress::{LogRow, Progress, Report, TrainLog, fmt_opt};
 use super::vgae::{Vgae, bce_with_logits};
+
+/// The `kdgat.dqn` stage (whatever `method`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FusionStageConfig {
+    #[serde(flatten)]
+    pub common: Common,
+    pub size: Size,
+    pub method: FusionMethod,
+    pub fixed_alpha: f64,
+    pub gamma: f64,
+    pub eps_start: f64,
+    pub eps_end: f64,
+    pub eps_decay_frac: f64,
+    pub fn_cost: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub episodes: usize,
+    pub episode_size: usize,
+    pub steps_per_episode: usize,
+    pub batch: usize,
+    pub buffer: usize,
+    pub target_update: usize,
+    pub val_every: usize,
+    pub max_train_states: usize,
+    pub mlp_epochs: usize,
+    pub mlp_batch: usize,
+    pub mlp_lr: f64,
+}
+
+impl FusionStageConfig {
+    pub fn from_json(v: &Value) -> Result<Self, TrainError> {
+        let mut k = Keys::new(v, "kdgat.dqn")?;
+        let common = common(&mut k)?;
+        let size = size(&mut k)?;
+        let quick = common.profile == Profile::Quick;
+        let large = size == Size::Large;
+        let pick = |q: usize, l: usize, s: usize| {
+            if quick {
+                q
+            } else if large {
+                l
+            } else {
+                s
+            }
+        };
+        let method =
+            FusionMethod::parse(k.choice("method", &["dqn", "mlp", "fixed"], Some("dqn"))?)
+                .expect("choice validated");
+        let cfg = FusionStageConfig {
+            method,
+            fixed_alpha: k.f64("fixed_alpha", 0.85)?,
+            gamma: k.f64("gamma", 0.0)?,
+            eps_start: k.f64("eps_start", 1.0)?,
+            eps_end: k.f64("eps_end", 0.05)?,
+            eps_decay_frac: k.f64("eps_decay_frac", 0.8)?,
+            fn_cost: k.f64("fn_cost", 1.0)?,
+            lr: k.f64("lr", 1e-3)?,
+            weight_decay: k.f64("weight_decay", 1e-5)?,
+            grad_clip: k.f64("grad_clip", 1.0)?,
+            episodes: k.usize("episodes", pick(5, 500, 500))?,
+            episode_size: k.usize("episode_size", pick(256, 20_000, 20_000))?.max(1),
+            steps_per_episode: k.usize("steps_per_episode", pick(4, 16, 16))?,
+            batch: k.usize("batch", pick(32, 128, 64))?.max(1),
+            buffer: k.usize("buffer", pick(2048, 100_000, 50_000))?.max(1),
+            target_update: k.usize("target_update", pick(10, 100, 50))?.max(1),
+            val_every: k.usize("val_every", pick(1, 50, 50))?.max(1),
+            max_train_states: k
+                .usize("max_train_states", pick(2000, 150_000, 150_000))?
+                .max(1),
+            mlp_epochs: k.usize("mlp_epochs", pick(3, 100, 100))?,
+            mlp_batch: k.usize("mlp_batch", 128)?.max(1),
+            mlp_lr: k.f64("mlp_lr", 1e-3)?,
+            common,
+            size,
+        };
+        if !(0.0..=1.0).contains(&cfg.fixed_alpha) {
+            return Err(TrainError::Config(format!(
+                "key `fixed_alpha` is {}, expected a value in [0, 1]",
+                cfg.fixed_alpha
+            )));
+        }
+        k.finish("kdgat.dqn")?;
+        Ok(cfg)
+    }
+}
 
 /// A trained fusion model and what its stage writes.
 pub struct TrainedFusion {

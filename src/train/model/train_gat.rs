@@ -16,15 +16,102 @@ use serde_json::{Value, json};
 use super::TrainError;
 use super::batch::{Batch, BatchOptions, chunks};
 use super::checkpoint::{self, ModelMeta, write_json, write_text};
-use super::config::{GatStageConfig, Sampling};
+use serde::Serialize;
+
+use super::batch::{Scoring, Splits, all};
+use super::config::{Common, Keys, Optimisation, Profile, Size, common, size};
+use super::curriculum::CurriculumConfig;
 use super::gat::{Gat, GatConfig};
-use super::infer::{Scoring, Splits, all};
 use super::init::{ParamStore, Snapshot, rng, sub_seed};
 use super::kd::{class_weights, gat_kd_loss, weighted_ce};
 use super::layers::Mode;
 use super::metrics::{Metrics, ThresholdMethod, f1, score_f64};
 use super::progress::{LogRow, Progress, Report, TrainLog, fmt_opt};
 use super::vgae::Vgae;
+
+/// How the GAT's epochs are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    Curriculum,
+    None,
+}
+
+/// The `kdgat.gat` stage.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatStageConfig {
+    #[serde(flatten)]
+    pub common: Common,
+    pub size: Size,
+    pub kd: bool,
+    #[serde(flatten)]
+    pub opt: Optimisation,
+    pub sampling: Sampling,
+    pub edge_dim: usize,
+    #[serde(flatten)]
+    pub curriculum: CurriculumConfig,
+    pub kd_temperature: f64,
+    pub kd_alpha: f64,
+}
+
+impl GatStageConfig {
+    pub fn from_json(v: &Value) -> Result<Self, TrainError> {
+        let mut k = Keys::new(v, "kdgat.gat")?;
+        let common = common(&mut k)?;
+        let size = size(&mut k)?;
+        let quick = common.profile == Profile::Quick;
+        let large = size == Size::Large;
+        let opt = Optimisation {
+            epochs: k.usize("epochs", if quick { 3 } else { 300 })?,
+            patience: k.usize(
+                "patience",
+                match (quick, large) {
+                    (true, _) => 3,
+                    (false, true) => 100,
+                    (false, false) => 50,
+                },
+            )?,
+            batch_graphs: k
+                .usize("batch_graphs", if quick { 64 } else { 2048 })?
+                .max(1),
+            lr: k.f64("lr", if large { 3e-3 } else { 1e-3 })?,
+            weight_decay: k.f64("weight_decay", 1e-4)?,
+            grad_clip: k.f64("grad_clip", 1.0)?,
+            unk_dropout: k.f64("unk_dropout", 0.02)?,
+        };
+        let sampling = match k.choice("sampling", &["curriculum", "none"], Some("curriculum"))? {
+            "none" => Sampling::None,
+            _ => Sampling::Curriculum,
+        };
+        let edge_dim = k.usize("edge_dim", 0)?;
+        if edge_dim != 0 && edge_dim != crate::train::data::graphs::EDGE_FEATURES {
+            return Err(TrainError::Config(format!(
+                "key `edge_dim` is {edge_dim}, expected 0 or {}",
+                crate::train::data::graphs::EDGE_FEATURES
+            )));
+        }
+        let curriculum = CurriculumConfig {
+            ratio_start: k.f64("ratio_start", 1.0)?,
+            ratio_end: k.f64("ratio_end", 10.0)?,
+            pct_start: k.f64("pct_start", 75.0)?,
+            pct_end: k.f64("pct_end", 95.0)?,
+            ramp_epochs: k.usize("ramp_epochs", if quick { 3 } else { 100 })?,
+        };
+        let cfg = GatStageConfig {
+            kd: k.bool("kd", false)?,
+            kd_temperature: k.f64("kd_temperature", 4.0)?,
+            kd_alpha: k.f64("kd_alpha", 0.7)?,
+            common,
+            size,
+            opt,
+            sampling,
+            edge_dim,
+            curriculum,
+        };
+        k.finish("kdgat.gat")?;
+        Ok(cfg)
+    }
+}
 
 /// One epoch's curriculum facts (`curriculum.csv`): `n` is the number of normals drawn.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,8 +13,10 @@ use serde_json::{Value, json};
 use super::TrainError;
 use super::batch::{Batch, BatchOptions, chunks};
 use super::checkpoint::{self, ModelMeta, write_json, write_text};
-use super::config::VgaeStageConfig;
-use super::infer::{Scoring, Splits, all};
+use serde::Serialize;
+
+use super::batch::{Scoring, Splits, all};
+use super::config::{Common, Keys, Optimisation, Profile, Size, common, size};
 use super::init::{ParamStore, rng, sub_seed};
 use super::kd::{KdProjection, VgaeKdWeights, vgae_kd_loss};
 use super::layers::Mode;
@@ -22,6 +24,52 @@ use super::metrics::{Metrics, score_f64, vgae_threshold};
 use super::progress::{LogRow, Progress, Report, TrainLog, fmt_opt};
 use super::vgae::{Vgae, VgaeConfig, task_loss};
 use crate::train::data::graphs::GraphSet;
+
+/// The `kdgat.vgae` stage.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VgaeStageConfig {
+    #[serde(flatten)]
+    pub common: Common,
+    pub size: Size,
+    /// Distil from the `teacher` input (spec §5.5).
+    pub kd: bool,
+    #[serde(flatten)]
+    pub opt: Optimisation,
+    pub kd_alpha: f64,
+    pub kd_latent_weight: f64,
+    pub kd_recon_weight: f64,
+}
+
+impl VgaeStageConfig {
+    pub fn from_json(v: &Value) -> Result<Self, TrainError> {
+        let mut k = Keys::new(v, "kdgat.vgae")?;
+        let common = common(&mut k)?;
+        let size = size(&mut k)?;
+        let quick = common.profile == Profile::Quick;
+        let opt = Optimisation {
+            epochs: k.usize("epochs", if quick { 3 } else { 300 })?,
+            patience: k.usize("patience", if quick { 3 } else { 100 })?,
+            batch_graphs: k
+                .usize("batch_graphs", if quick { 64 } else { 2048 })?
+                .max(1),
+            lr: k.f64("lr", 2e-3)?,
+            weight_decay: k.f64("weight_decay", 1e-4)?,
+            grad_clip: k.f64("grad_clip", 1.0)?,
+            unk_dropout: k.f64("unk_dropout", 0.02)?,
+        };
+        let cfg = VgaeStageConfig {
+            kd: k.bool("kd", false)?,
+            kd_alpha: k.f64("kd_alpha", 0.7)?,
+            kd_latent_weight: k.f64("kd_latent_weight", 0.5)?,
+            kd_recon_weight: k.f64("kd_recon_weight", 0.5)?,
+            common,
+            size,
+            opt,
+        };
+        k.finish("kdgat.vgae")?;
+        Ok(cfg)
+    }
+}
 
 /// A trained VGAE and what its stage writes.
 pub struct TrainedVgae {

@@ -11,11 +11,19 @@ use candle_core::{D, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::batch::Batch;
-use super::gat::Size;
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::TrainError;
+use super::batch::{Batch, Scoring, chunks};
+use super::checkpoint;
+use super::config::Size;
 use super::gatconv::{GatConv, GatConvConfig};
+use super::init::ParamStore;
 use super::init::normal;
 use super::layers::{BatchNorm, Dropout, Embedding, Linear, Mode};
+use crate::train::data::graphs::GraphSet;
 
 /// The VGAE architecture; [`VgaeConfig::for_size`] gives the spec's two.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -354,6 +362,35 @@ pub fn graph_scores(out: &VgaeOutput, batch: &Batch) -> candle_core::Result<Vec<
             canid: canid[g],
         })
         .collect())
+}
+
+impl Scoring {
+    /// VGAE score terms of graphs `idx` (evaluation mode).
+    pub fn vgae_scores(
+        &self,
+        vgae: &Vgae,
+        set: &GraphSet,
+        idx: &[usize],
+    ) -> Result<Vec<GraphScore>, TrainError> {
+        let mut out = Vec::with_capacity(idx.len());
+        for c in chunks(idx, self.batch_graphs) {
+            let b = self.batch(set, c, true, false)?;
+            let o = vgae.forward(&b, &mut Mode::Eval)?;
+            out.extend(graph_scores(&o, &b)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A VGAE rebuilt from its `model.safetensors` metadata alone.
+pub fn load_vgae(path: &Path, device: &Device) -> Result<(ParamStore, Vgae), TrainError> {
+    let meta = checkpoint::read_metadata(path)?;
+    checkpoint::expect_kind(&meta, path, &["vgae"])?;
+    let cfg: VgaeConfig = checkpoint::architecture(&meta, path)?;
+    let store = ParamStore::new(0, device);
+    let model = Vgae::new(&cfg, store.var_builder())?;
+    checkpoint::load(path, &store)?;
+    Ok((store, model))
 }
 
 #[cfg(test)]

@@ -1,0 +1,60 @@
+//! `kdgat.gat`: parse, load (`data`, the variant's `vgae` for the curriculum, the `teacher`
+//! GAT when distilling), train, write.
+
+use serde_json::Value;
+
+use super::common::{
+    check_inputs, check_teacher, copy_vocab, fail, load_splits, model_file, provenance,
+};
+use crate::derivation::{CodeIdentity, Derivation};
+use crate::stage::{BuildContext, StageError, StageKind, code};
+use crate::train::model::gat::load_gat;
+use crate::train::model::progress::Report;
+use crate::train::model::train_gat::{self, GatStageConfig};
+use crate::train::model::vgae::load_vgae;
+
+/// `kdgat.gat`
+pub struct GatStage;
+
+impl StageKind for GatStage {
+    fn name(&self) -> &'static str {
+        "kdgat.gat"
+    }
+
+    fn code_identity(&self) -> CodeIdentity {
+        code::identity("kdgat.gat")
+    }
+
+    fn check(&self, config: &Value, inputs: &[&str]) -> Result<(), String> {
+        let c = GatStageConfig::from_json(config).map_err(|e| e.to_string())?;
+        check_inputs(inputs, &["data", "vgae"], &["teacher"])?;
+        check_teacher(c.kd, inputs)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<(), StageError> {
+        let cfg = GatStageConfig::from_json(ctx.config()).map_err(fail)?;
+        let device = cfg.common.device.device().map_err(fail)?;
+        let data = load_splits(ctx.input("data")?)?;
+        let (_, vgae) = load_vgae(&model_file(ctx, "vgae")?, &device).map_err(fail)?;
+        let teacher = if cfg.kd {
+            Some(load_gat(&model_file(ctx, "teacher")?, &device).map_err(fail)?)
+        } else {
+            None
+        };
+        let t = train_gat::train_gat(
+            &cfg,
+            &data,
+            &vgae,
+            teacher.as_ref().map(|t| &t.1),
+            Report::Auto,
+        )
+        .map_err(fail)?;
+        t.write(ctx.out, &data, provenance(ctx, &cfg.common))
+            .map_err(fail)?;
+        copy_vocab(ctx)
+    }
+
+    fn references(&self, _drv: &Derivation) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,51 @@
+//! `kdgat.vgae`: parse, load (`data`, the `teacher` VGAE when distilling), train, write.
+
+use serde_json::Value;
+
+use super::common::{
+    check_inputs, check_teacher, copy_vocab, fail, load_splits, model_file, provenance,
+};
+use crate::derivation::{CodeIdentity, Derivation};
+use crate::stage::{BuildContext, StageError, StageKind, code};
+use crate::train::model::progress::Report;
+use crate::train::model::train_vgae::{self, VgaeStageConfig};
+use crate::train::model::vgae::load_vgae;
+
+/// `kdgat.vgae`
+pub struct VgaeStage;
+
+impl StageKind for VgaeStage {
+    fn name(&self) -> &'static str {
+        "kdgat.vgae"
+    }
+
+    fn code_identity(&self) -> CodeIdentity {
+        code::identity("kdgat.vgae")
+    }
+
+    fn check(&self, config: &Value, inputs: &[&str]) -> Result<(), String> {
+        let c = VgaeStageConfig::from_json(config).map_err(|e| e.to_string())?;
+        check_inputs(inputs, &["data"], &["teacher"])?;
+        check_teacher(c.kd, inputs)
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<(), StageError> {
+        let cfg = VgaeStageConfig::from_json(ctx.config()).map_err(fail)?;
+        let device = cfg.common.device.device().map_err(fail)?;
+        let data = load_splits(ctx.input("data")?)?;
+        let teacher = if cfg.kd {
+            Some(load_vgae(&model_file(ctx, "teacher")?, &device).map_err(fail)?)
+        } else {
+            None
+        };
+        let t = train_vgae::train_vgae(&cfg, &data, teacher.as_ref().map(|t| &t.1), Report::Auto)
+            .map_err(fail)?;
+        t.write(ctx.out, &data, provenance(ctx, &cfg.common))
+            .map_err(fail)?;
+        copy_vocab(ctx)
+    }
+
+    fn references(&self, _drv: &Derivation) -> Vec<String> {
+        Vec::new()
+    }
+}
