@@ -139,6 +139,7 @@ pub fn evaluate(
     labels: &RunLabels,
     info: &DataInfo,
 ) -> Result<Evaluation, TrainError> {
+    super::tune_allocator();
     for (name, set) in &data.tests {
         if name == "val" || name == "train" {
             return Err(TrainError::Data(format!(

@@ -136,22 +136,34 @@ impl Gat {
         })
     }
 
+    /// Selects the attention kernel of every layer (benchmarks and tests).
+    pub fn set_kernel(&mut self, k: super::gatconv::Kernel) {
+        for c in &mut self.convs {
+            c.kernel = k;
+        }
+    }
+
     pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> candle_core::Result<GatOutput> {
         let emb = self.id_embedding.forward(&batch.ids)?;
         let mut x = Tensor::cat(&[&emb, &batch.feats], 1)?;
-        let mut xs = Vec::with_capacity(self.convs.len());
+        // Jumping knowledge `cat` then mean pooling, computed as the concatenation of each
+        // layer's pooled output (pooling is linear per column), which avoids an [N, L·H·C]
+        // tensor and its backward.
+        let mut pooled = Vec::with_capacity(self.convs.len());
         for conv in &self.convs {
-            x = self
-                .dropout
-                .forward(&conv.forward(&x, &batch.gat)?.relu()?, mode)?;
-            xs.push(x.clone());
+            x = conv.forward_relu_dropout(&x, &batch.gat, &self.dropout, mode)?;
+            pooled.push(mean_pool(
+                &x,
+                &batch.graph,
+                &batch.inv_counts,
+                batch.num_graphs,
+            )?);
         }
-        let j = if xs.len() == 1 {
-            xs.pop().expect("one layer")
+        let g = if pooled.len() == 1 {
+            pooled.pop().expect("one layer")
         } else {
-            Tensor::cat(&xs, 1)?
+            Tensor::cat(&pooled, 1)?
         };
-        let g = mean_pool(&j, &batch.graph, &batch.inv_counts, batch.num_graphs)?;
         let mut h = g.clone();
         for (i, lin) in self.fc.iter().enumerate() {
             h = lin.forward(&h)?;

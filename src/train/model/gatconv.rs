@@ -25,6 +25,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::init::glorot;
+use super::layers::{Dropout, Mode, dropout_mask};
 
 /// The shape of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +185,8 @@ pub struct GatConv {
     pub bias: Tensor,
     pub lin_edge: Option<Tensor>,
     pub att_edge: Option<Tensor>,
+    /// The kernel [`GatConv::forward`] uses (default [`Kernel::Auto`]).
+    pub kernel: Kernel,
 }
 
 impl GatConv {
@@ -216,12 +219,13 @@ impl GatConv {
             bias,
             lin_edge,
             att_edge,
+            kernel: Kernel::Auto,
         })
     }
 
-    /// `x [N, in]` → `[N, H·C]`, with the kernel chosen automatically.
+    /// `x [N, in]` → `[N, H·C]`, with the layer's kernel.
     pub fn forward(&self, x: &Tensor, g: &Arc<GatGraph>) -> candle_core::Result<Tensor> {
-        self.forward_with(x, g, Kernel::Auto)
+        self.forward_with(x, g, self.kernel)
     }
 
     /// `x [N, in]` → `[N, H·C]` with an explicit kernel.
@@ -231,29 +235,72 @@ impl GatConv {
         g: &Arc<GatGraph>,
         kernel: Kernel,
     ) -> candle_core::Result<Tensor> {
+        match self.resolve(x, kernel)? {
+            Kernel::Fused => self.fused(x, g, false, None, 0.0),
+            _ => self
+                .attend_index_add(&x.matmul(&self.lin.t()?)?, g)?
+                .broadcast_add(&self.bias),
+        }
+    }
+
+    /// `Dropout(ReLU(GATConv(x)))`, the GAT classifier's layer. With the fused kernel the
+    /// bias, ReLU and dropout mask are applied inside the attention op (one output tensor, one
+    /// backward) instead of as three candle ops.
+    pub fn forward_relu_dropout(
+        &self,
+        x: &Tensor,
+        g: &Arc<GatGraph>,
+        dropout: &Dropout,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        match self.resolve(x, self.kernel)? {
+            Kernel::Fused => {
+                let mask = match mode {
+                    Mode::Train(rng) if dropout.p > 0.0 => {
+                        Some(dropout_mask(x.dim(0)? * self.cfg.out_dim(), dropout.p, rng))
+                    }
+                    _ => None,
+                };
+                self.fused(x, g, true, mask, dropout.p)
+            }
+            _ => dropout.forward(&self.forward_with(x, g, Kernel::IndexAdd)?.relu()?, mode),
+        }
+    }
+
+    fn resolve(&self, x: &Tensor, kernel: Kernel) -> candle_core::Result<Kernel> {
         let fused_ok = self.cfg.edge_dim == 0 && x.device().is_cpu();
-        let kernel = match kernel {
+        Ok(match kernel {
             Kernel::Auto if fused_ok => Kernel::Fused,
             Kernel::Auto => Kernel::IndexAdd,
             Kernel::Fused if !fused_ok => {
                 candle_core::bail!("the fused GAT kernel needs the CPU and no edge features")
             }
             k => k,
-        };
+        })
+    }
+
+    fn fused(
+        &self,
+        x: &Tensor,
+        g: &Arc<GatGraph>,
+        relu: bool,
+        mask: Option<Vec<f32>>,
+        p: f32,
+    ) -> candle_core::Result<Tensor> {
         let h = x.matmul(&self.lin.t()?)?;
-        let out = match kernel {
-            Kernel::Fused => h.apply_op3(
-                &self.att_src,
-                &self.att_dst,
-                GatAttention {
-                    graph: g.clone(),
-                    heads: self.cfg.heads,
-                    channels: self.cfg.channels,
-                },
-            )?,
-            _ => self.attend_index_add(&h, g)?,
-        };
-        out.broadcast_add(&self.bias)
+        let att = Tensor::cat(&[&self.att_src, &self.att_dst], 0)?;
+        h.apply_op3(
+            &att,
+            &self.bias,
+            GatAttention {
+                graph: g.clone(),
+                heads: self.cfg.heads,
+                channels: self.cfg.channels,
+                relu,
+                mask,
+                p,
+            },
+        )
     }
 
     /// The composed kernel: scores, edge softmax and aggregation from candle ops.
@@ -308,6 +355,9 @@ impl GatConv {
             graph: g.clone(),
             heads: self.cfg.heads,
             channels: self.cfg.channels,
+            relu: false,
+            mask: None,
+            p: 0.0,
         };
         let (ss, sd) = op.scores(&hv, &asv, &adv);
         let mut alpha = vec![0f32; g.num_edges() * self.cfg.heads];
@@ -318,12 +368,43 @@ impl GatConv {
     }
 }
 
-/// The fused attention op: `(h [N, H·C], att_src [1,H,C], att_dst [1,H,C]) → out [N, H·C]`,
-/// `out[i,k,:] = Σ_{j→i} α_jik · h[j,k,:]` with α the edge softmax of spec §4.1, bias excluded.
+/// The fused attention op: `(h [N, H·C], att [2, H, C] = att_src ‖ att_dst, bias [H·C]) →
+/// y [N, H·C]`, `y = mask ⊙ act(Σ_{j→i} α_jik · h[j,k,:] + bias)` with α the edge softmax of
+/// spec §4.1, `act` ReLU or the identity, `mask` an optional inverted-dropout mask.
 struct GatAttention {
     graph: Arc<GatGraph>,
     heads: usize,
     channels: usize,
+    relu: bool,
+    mask: Option<Vec<f32>>,
+    /// The dropout probability behind `mask`.
+    p: f32,
+}
+
+/// `Σ a[i]·b[i]` with eight running sums (vectorisable; a fixed order, so deterministic).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `y += a·x`.
+#[inline]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (v, &u) in y.iter_mut().zip(x) {
+        *v += a * u;
+    }
 }
 
 const NEG_SLOPE: f32 = 0.2;
@@ -338,15 +419,8 @@ impl GatAttention {
         for i in 0..n {
             for k in 0..hh {
                 let row = &h[(i * hh + k) * c..(i * hh + k + 1) * c];
-                let (a, b) = (&a_src[k * c..(k + 1) * c], &a_dst[k * c..(k + 1) * c]);
-                let mut x = 0f32;
-                let mut y = 0f32;
-                for q in 0..c {
-                    x += row[q] * a[q];
-                    y += row[q] * b[q];
-                }
-                ss[i * hh + k] = x;
-                sd[i * hh + k] = y;
+                ss[i * hh + k] = dot(row, &a_src[k * c..(k + 1) * c]);
+                sd[i * hh + k] = dot(row, &a_dst[k * c..(k + 1) * c]);
             }
         }
         (ss, sd)
@@ -376,6 +450,97 @@ impl GatAttention {
                 alpha[e * hh + k] *= inv;
             }
         }
+    }
+}
+
+impl GatAttention {
+    fn dropout_p(&self) -> f32 {
+        self.p
+    }
+
+    /// `Σ_{j→i} α_jik · h[j,k,:]` for every node, `[N, H·C]`.
+    fn aggregate(&self, h: &[f32], ss: &[f32], sd: &[f32]) -> Vec<f32> {
+        let (hh, c) = (self.heads, self.channels);
+        let hc = hh * c;
+        let g = &self.graph;
+        let mut alpha = vec![0f32; g.num_edges() * hh];
+        let mut out = vec![0f32; g.num_nodes * hc];
+        for i in 0..g.num_nodes {
+            self.softmax_into(i, ss, sd, &mut alpha);
+            let o = &mut out[i * hc..(i + 1) * hc];
+            for e in g.dst_ptr[i] as usize..g.dst_ptr[i + 1] as usize {
+                let j = g.src[e] as usize;
+                let hj = &h[j * hc..(j + 1) * hc];
+                for k in 0..hh {
+                    axpy(
+                        alpha[e * hh + k],
+                        &hj[k * c..(k + 1) * c],
+                        &mut o[k * c..(k + 1) * c],
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Backward of [`GatAttention::aggregate`] given its output `out` and gradient `gr`:
+    /// `(dh, d att_src, d att_dst)`.
+    fn aggregate_bwd(
+        &self,
+        h: &[f32],
+        a_src: &[f32],
+        a_dst: &[f32],
+        out: &[f32],
+        gr: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (hh, c) = (self.heads, self.channels);
+        let hc = hh * c;
+        let g = &self.graph;
+        let n = g.num_nodes;
+        let (ss, sd) = self.scores(h, a_src, a_dst);
+        let mut alpha = vec![0f32; g.num_edges() * hh];
+        let mut dh = vec![0f32; n * hc];
+        let mut dss = vec![0f32; n * hh];
+        let mut dsd = vec![0f32; n * hh];
+        let mut t = vec![0f32; hh];
+        for i in 0..n {
+            self.softmax_into(i, &ss, &sd, &mut alpha);
+            let gi = &gr[i * hc..(i + 1) * hc];
+            let oi = &out[i * hc..(i + 1) * hc];
+            for k in 0..hh {
+                t[k] = dot(&gi[k * c..(k + 1) * c], &oi[k * c..(k + 1) * c]);
+            }
+            for e in g.dst_ptr[i] as usize..g.dst_ptr[i + 1] as usize {
+                let j = g.src[e] as usize;
+                for k in 0..hh {
+                    let a = alpha[e * hh + k];
+                    let hjk = &h[j * hc + k * c..j * hc + (k + 1) * c];
+                    let gik = &gi[k * c..(k + 1) * c];
+                    let da = dot(gik, hjk);
+                    let u = ss[j * hh + k] + sd[i * hh + k];
+                    let slope = if u > 0.0 { 1.0 } else { NEG_SLOPE };
+                    let du = a * (da - t[k]) * slope;
+                    dss[j * hh + k] += du;
+                    dsd[i * hh + k] += du;
+                    axpy(a, gik, &mut dh[j * hc + k * c..j * hc + (k + 1) * c]);
+                }
+            }
+        }
+        let mut da_s = vec![0f32; hc];
+        let mut da_d = vec![0f32; hc];
+        for v in 0..n {
+            for k in 0..hh {
+                let (xs, xd) = (dss[v * hh + k], dsd[v * hh + k]);
+                let r = k * c..(k + 1) * c;
+                let hv = &h[v * hc + r.start..v * hc + r.end];
+                let dhv = &mut dh[v * hc + r.start..v * hc + r.end];
+                axpy(xs, &a_src[r.clone()], dhv);
+                axpy(xd, &a_dst[r.clone()], dhv);
+                axpy(xs, hv, &mut da_s[r.clone()]);
+                axpy(xd, hv, &mut da_d[r]);
+            }
+        }
+        (dh, da_s, da_d)
     }
 }
 
@@ -413,30 +578,30 @@ impl CustomOp3 for GatAttention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let h = cpu_f32(s1, l1, "h")?;
-        let a_src = cpu_f32(s2, l2, "att_src")?;
-        let a_dst = cpu_f32(s3, l3, "att_dst")?;
-        let (hh, c) = (self.heads, self.channels);
-        let hc = hh * c;
-        let g = &self.graph;
-        let n = g.num_nodes;
-        if h.len() != n * hc || a_src.len() != hc || a_dst.len() != hc {
+        let att = cpu_f32(s2, l2, "att")?;
+        let bias = cpu_f32(s3, l3, "bias")?;
+        let hc = self.heads * self.channels;
+        let n = self.graph.num_nodes;
+        if h.len() != n * hc || att.len() != 2 * hc || bias.len() != hc {
             candle_core::bail!("gat attention: shapes do not match the graph");
         }
-        let (ss, sd) = self.scores(h, a_src, a_dst);
-        let mut alpha = vec![0f32; g.num_edges() * hh];
-        let mut out = vec![0f32; n * hc];
-        for i in 0..n {
-            self.softmax_into(i, &ss, &sd, &mut alpha);
-            let o = &mut out[i * hc..(i + 1) * hc];
-            for e in g.dst_ptr[i] as usize..g.dst_ptr[i + 1] as usize {
-                let j = g.src[e] as usize;
-                let hj = &h[j * hc..(j + 1) * hc];
-                for k in 0..hh {
-                    let a = alpha[e * hh + k];
-                    let (ok, hk) = (&mut o[k * c..(k + 1) * c], &hj[k * c..(k + 1) * c]);
-                    for q in 0..c {
-                        ok[q] += a * hk[q];
-                    }
+        if self.mask.as_ref().is_some_and(|m| m.len() != n * hc) {
+            candle_core::bail!("gat attention: the dropout mask does not match the output");
+        }
+        let (ss, sd) = self.scores(h, &att[..hc], &att[hc..]);
+        let mut out = self.aggregate(h, &ss, &sd);
+        for (i, row) in out.chunks_exact_mut(hc).enumerate() {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+            if self.relu {
+                for v in row.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            if let Some(m) = &self.mask {
+                for (v, m) in row.iter_mut().zip(&m[i * hc..(i + 1) * hc]) {
+                    *v *= m;
                 }
             }
         }
@@ -446,81 +611,54 @@ impl CustomOp3 for GatAttention {
     fn bwd(
         &self,
         h: &Tensor,
-        att_src: &Tensor,
-        att_dst: &Tensor,
+        att: &Tensor,
+        bias: &Tensor,
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (hh, c) = (self.heads, self.channels);
         let hc = hh * c;
-        let g = &self.graph;
-        let n = g.num_nodes;
-        let a_src = att_src.flatten_all()?.to_vec1::<f32>()?;
-        let a_dst = att_dst.flatten_all()?.to_vec1::<f32>()?;
-        let (dh, da_s, da_d) = with_f32(h, |h| {
-            with_f32(res, |out| {
-                with_f32(grad_res, |gr| {
-                    let (ss, sd) = self.scores(h, &a_src, &a_dst);
-                    let mut alpha = vec![0f32; g.num_edges() * hh];
-                    let mut dh = vec![0f32; n * hc];
-                    let mut dss = vec![0f32; n * hh];
-                    let mut dsd = vec![0f32; n * hh];
-                    let mut t = vec![0f32; hh];
+        let n = self.graph.num_nodes;
+        let att = att.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.to_vec1::<f32>()?;
+        let (dh, da_s, da_d, db) = with_f32(h, |h| {
+            with_f32(res, |y| {
+                with_f32(grad_res, |gy| {
+                    // Through the epilogue: the gradient at the pre-activation, and the
+                    // aggregation's output wherever that gradient is non-zero.
+                    let mut gpre = vec![0f32; n * hc];
+                    let mut agg = vec![0f32; n * hc];
+                    let mut db = vec![0f32; hc];
+                    let inv = self.mask.as_ref().map_or(1.0, |_| 1.0 - self.dropout_p());
                     for i in 0..n {
-                        self.softmax_into(i, &ss, &sd, &mut alpha);
-                        let gi = &gr[i * hc..(i + 1) * hc];
-                        let oi = &out[i * hc..(i + 1) * hc];
-                        for k in 0..hh {
-                            let mut acc = 0f32;
-                            for q in k * c..(k + 1) * c {
-                                acc += gi[q] * oi[q];
-                            }
-                            t[k] = acc;
+                        let r = i * hc..(i + 1) * hc;
+                        let (yr, gyr) = (&y[r.clone()], &gy[r.clone()]);
+                        let mr = self.mask.as_ref().map(|m| &m[r.clone()]);
+                        let (gp, ag) = (&mut gpre[r.clone()], &mut agg[r]);
+                        for p in 0..hc {
+                            let m = mr.map_or(1.0, |m| m[p]);
+                            let live = m != 0.0 && (!self.relu || yr[p] > 0.0);
+                            let f = if live { 1.0 } else { 0.0 };
+                            gp[p] = gyr[p] * m * f;
+                            ag[p] = (yr[p] * inv - bias[p]) * f;
                         }
-                        for e in g.dst_ptr[i] as usize..g.dst_ptr[i + 1] as usize {
-                            let j = g.src[e] as usize;
-                            for k in 0..hh {
-                                let a = alpha[e * hh + k];
-                                let hjk = &h[j * hc + k * c..j * hc + (k + 1) * c];
-                                let gik = &gi[k * c..(k + 1) * c];
-                                let mut da = 0f32;
-                                for q in 0..c {
-                                    da += gik[q] * hjk[q];
-                                }
-                                let u = ss[j * hh + k] + sd[i * hh + k];
-                                let slope = if u > 0.0 { 1.0 } else { NEG_SLOPE };
-                                let du = a * (da - t[k]) * slope;
-                                dss[j * hh + k] += du;
-                                dsd[i * hh + k] += du;
-                                let dhj = &mut dh[j * hc + k * c..j * hc + (k + 1) * c];
-                                for q in 0..c {
-                                    dhj[q] += a * gik[q];
-                                }
-                            }
+                        for (d, g) in db.iter_mut().zip(gp.iter()) {
+                            *d += g;
                         }
                     }
-                    let mut da_s = vec![0f32; hc];
-                    let mut da_d = vec![0f32; hc];
-                    for v in 0..n {
-                        for k in 0..hh {
-                            let (xs, xd) = (dss[v * hh + k], dsd[v * hh + k]);
-                            for q in 0..c {
-                                let p = k * c + q;
-                                dh[v * hc + p] += xs * a_src[p] + xd * a_dst[p];
-                                da_s[p] += xs * h[v * hc + p];
-                                da_d[p] += xd * h[v * hc + p];
-                            }
-                        }
-                    }
-                    (dh, da_s, da_d)
+                    let (dh, da_s, da_d) =
+                        self.aggregate_bwd(h, &att[..hc], &att[hc..], &agg, &gpre);
+                    (dh, da_s, da_d, db)
                 })
             })
         })???;
         let dev = h.device();
+        let mut datt = da_s;
+        datt.extend(da_d);
         Ok((
             Some(Tensor::from_vec(dh, (n, hc), dev)?),
-            Some(Tensor::from_vec(da_s, (1, hh, c), dev)?),
-            Some(Tensor::from_vec(da_d, (1, hh, c), dev)?),
+            Some(Tensor::from_vec(datt, (2, hh, c), dev)?),
+            Some(Tensor::from_vec(db, hc, dev)?),
         ))
     }
 }

@@ -8,7 +8,7 @@
 
 use candle_core::{D, DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use rand::Rng as _;
+use rand::RngCore;
 
 use super::init::{Rng, torch_linear};
 
@@ -182,13 +182,28 @@ impl Dropout {
         if self.p <= 0.0 {
             return Ok(x.clone());
         }
-        let keep = 1.0 / (1.0 - self.p);
-        let cut = (self.p as f64 * u32::MAX as f64) as u32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.random::<u32>() < cut { 0.0 } else { keep })
-            .collect();
+        let mask = dropout_mask(x.elem_count(), self.p, rng);
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
+}
+
+/// An inverted-dropout mask of `n` values: 0 with probability `p` (to 1/65536), else
+/// `1/(1−p)`, from 16 random bits per value.
+pub fn dropout_mask(n: usize, p: f32, rng: &mut Rng) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    let cut = (p as f64 * 65536.0).round() as u16;
+    let mut bytes = vec![0u8; 2 * n];
+    rng.fill_bytes(&mut bytes);
+    bytes
+        .chunks_exact(2)
+        .map(|b| {
+            if u16::from_le_bytes([b[0], b[1]]) < cut {
+                0.0
+            } else {
+                keep
+            }
+        })
+        .collect()
 }
 
 /// Per-graph mean of node rows: `x [N, d]` → `[B, d]`, `graph` the node → graph index (u32),

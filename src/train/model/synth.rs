@@ -314,7 +314,12 @@ pub fn stream_splits(rows: &[(u32, [u8; 8], u8, bool)], w: usize, name: &str) ->
     }
     for k in 0..whole.len() {
         let g = whole.graph(k);
-        let edges: Vec<(u32, u32)> = g.edge_src.iter().copied().zip(g.edge_dst.iter().copied()).collect();
+        let edges: Vec<(u32, u32)> = g
+            .edge_src
+            .iter()
+            .copied()
+            .zip(g.edge_dst.iter().copied())
+            .collect();
         parts[part_of(k)].push(g.x, g.node_y, &edges, None, g.y, 0, k as u32);
     }
     let [train, val, test] = parts;
