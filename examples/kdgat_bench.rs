@@ -258,12 +258,64 @@ fn infer(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn train_vgae(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let (set, num_ids) = windows(args);
+    let size = match arg(args, "--size", "large").as_str() {
+        "small" => Size::Small,
+        _ => Size::Large,
+    };
+    let bsz: usize = arg(args, "--batch", "64").parse()?;
+    let iters: usize = arg(args, "--iters", "20").parse()?;
+    let dev = Device::Cpu;
+    let idx: Vec<usize> = (0..bsz).map(|i| i * set.len() / bsz).collect();
+    let b = Batch::new(
+        &set,
+        &idx,
+        &dev,
+        BatchOptions {
+            nbr_target: true,
+            ..BatchOptions::eval(num_ids)
+        },
+    )?;
+    let store = ParamStore::new(1, &dev);
+    let vgae = Vgae::new(&VgaeConfig::for_size(size, num_ids), store.var_builder())?;
+    let mut opt = Optim::new(store.trainable(), 2e-3, 1e-4, 1.0)?;
+    let mut r = rng(1, "bench");
+    let mut step = || -> candle_core::Result<f32> {
+        let out = vgae.forward(&b, &mut Mode::Train(&mut r))?;
+        let loss = kdbuild::train::model::vgae::task_loss(&out, &b)?;
+        opt.step(&loss)?;
+        loss.to_scalar::<f32>()
+    };
+    for _ in 0..3 {
+        step()?;
+    }
+    let t0 = Instant::now();
+    let c0 = cpu_seconds();
+    for _ in 0..iters {
+        step()?;
+    }
+    let dt = t0.elapsed().as_secs_f64() / iters as f64;
+    let cpu = (cpu_seconds() - c0) / iters as f64;
+    println!(
+        "candle {} VGAE train step ({} threads): batch {bsz} graphs, {} nodes: {:.1} ms/step wall ({:.0} graphs/s), {:.1} ms/step CPU",
+        size.as_str(),
+        candle_core::utils::get_num_threads(),
+        b.num_nodes,
+        dt * 1e3,
+        bsz as f64 / dt,
+        cpu * 1e3
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     kdbuild::train::model::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("train-gat") => train_gat(&args),
         Some("infer") => infer(&args),
+        Some("train-vgae") => train_vgae(&args),
         _ => {
             eprintln!("usage: kdgat_bench train-gat|infer [options]");
             std::process::exit(2)

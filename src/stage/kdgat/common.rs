@@ -10,7 +10,6 @@ use crate::train::data::graphs::GraphSet;
 use crate::train::model::TrainError;
 use crate::train::model::batch::Splits;
 use crate::train::model::config::{Common, DeviceClass};
-use crate::train::model::eval::DataInfo;
 
 pub(super) fn fail(e: TrainError) -> StageError {
     match e {
@@ -96,36 +95,6 @@ pub fn load_splits(data: &Path) -> Result<Splits, StageError> {
         num_ids: unk as usize + 1,
         vocab_sha256: blake3::hash(&vocab_bytes).to_hex().to_string(),
     })
-}
-
-/// What `manifest.json` says about the data, for `metrics.json`'s `data` block. Read
-/// tolerantly: top-level keys or a `graph`/`data` table; whatever is missing is null.
-pub(super) fn data_info(data: &Path) -> DataInfo {
-    let mut info = DataInfo::default();
-    let Ok(bytes) = std::fs::read(data.join("manifest.json")) else {
-        return info;
-    };
-    let Ok(m) = serde_json::from_slice::<Value>(&bytes) else {
-        return info;
-    };
-    let find = |k: &str| -> Option<Value> {
-        [&m, &m["data"], &m["graph"], &m["config"]]
-            .into_iter()
-            .find_map(|t| t.get(k).filter(|v| !v.is_null()).cloned())
-    };
-    info.window = find("window").unwrap_or(Value::Null);
-    info.stride = find("stride").unwrap_or(Value::Null);
-    info.split = find("split").unwrap_or(Value::Null);
-    if let Some(Value::Object(u)) = find("unk_row_rate") {
-        info.unk_row_rate = u;
-    }
-    if let Some(v) = find("duplicates_dropped") {
-        info.duplicates_dropped = v;
-    }
-    if let Some(v) = find("test_overlaps_dropped") {
-        info.test_overlaps_dropped = v;
-    }
-    info
 }
 
 /// Unhashed facts about this build, for `config.json`.

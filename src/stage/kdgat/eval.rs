@@ -3,14 +3,46 @@
 
 use serde_json::{Value, json};
 
-use super::common::{check_inputs, data_info, fail, load_splits, model_file, provenance};
+use super::common::{check_inputs, fail, load_splits, model_file, provenance};
 use crate::derivation::{CodeIdentity, Derivation};
 use crate::stage::{BuildContext, StageError, StageKind, code};
 use crate::train::model::batch::Scoring;
-use crate::train::model::eval::{EvalStageConfig, RunLabels, evaluate};
+use std::path::Path;
+
+use crate::train::model::eval::{DataInfo, EvalStageConfig, RunLabels, evaluate};
 use crate::train::model::fusion::load_fusion;
 use crate::train::model::gat::load_gat;
 use crate::train::model::vgae::load_vgae;
+
+/// What `manifest.json` says about the data, for `metrics.json`'s `data` block. Read
+/// tolerantly: top-level keys or a `graph`/`data` table; whatever is missing is null.
+fn data_info(data: &Path) -> DataInfo {
+    let mut info = DataInfo::default();
+    let Ok(bytes) = std::fs::read(data.join("manifest.json")) else {
+        return info;
+    };
+    let Ok(m) = serde_json::from_slice::<Value>(&bytes) else {
+        return info;
+    };
+    let find = |k: &str| -> Option<Value> {
+        [&m, &m["data"], &m["graph"], &m["config"]]
+            .into_iter()
+            .find_map(|t| t.get(k).filter(|v| !v.is_null()).cloned())
+    };
+    info.window = find("window").unwrap_or(Value::Null);
+    info.stride = find("stride").unwrap_or(Value::Null);
+    info.split = find("split").unwrap_or(Value::Null);
+    if let Some(Value::Object(u)) = find("unk_row_rate") {
+        info.unk_row_rate = u;
+    }
+    if let Some(v) = find("duplicates_dropped") {
+        info.duplicates_dropped = v;
+    }
+    if let Some(v) = find("test_overlaps_dropped") {
+        info.test_overlaps_dropped = v;
+    }
+    info
+}
 
 /// `kdgat.eval`
 pub struct EvalStage;

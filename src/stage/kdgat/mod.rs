@@ -38,3 +38,47 @@ pub fn register(r: &mut Registry) {
     r.register(Box::new(dqn::DqnStage));
     r.register(Box::new(eval::EvalStage));
 }
+
+#[cfg(test)]
+mod tests {
+    /// `build.rs` lists, per model kind, exactly the files that kind runs: every model module
+    /// is in some group, and one stage's trainer is never in another's.
+    #[test]
+    fn code_groups_are_tight_and_complete() {
+        let build = include_str!("../../../build.rs");
+        let group = |kind: &str| -> Vec<&str> {
+            let start = build.find(&format!("\"{kind}\",")).expect("kind listed");
+            let rest = &build[start..];
+            let end = rest.find("MODEL_CRATES").expect("group ends");
+            rest[..end]
+                .split('"')
+                .filter(|s| s.ends_with(".rs"))
+                .collect()
+        };
+        let kinds = ["kdgat.vgae", "kdgat.gat", "kdgat.dqn", "kdgat.eval"];
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/train/model");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name == "synth.rs" {
+                continue; // test and benchmark fixtures: no stage runs them
+            }
+            let path = format!("src/train/model/{name}");
+            assert!(
+                kinds.iter().any(|k| group(k).contains(&path.as_str())),
+                "{path} is in no code group of build.rs"
+            );
+        }
+        let own = [
+            ("kdgat.vgae", "train_vgae.rs"),
+            ("kdgat.gat", "train_gat.rs"),
+            ("kdgat.dqn", "train_fusion.rs"),
+            ("kdgat.eval", "eval.rs"),
+        ];
+        for (kind, _) in own {
+            for (other, file) in own {
+                let listed = group(kind).contains(&format!("src/train/model/{file}").as_str());
+                assert_eq!(listed, kind == other, "{file} in the group of {kind}");
+            }
+        }
+    }
+}

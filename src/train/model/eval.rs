@@ -96,6 +96,9 @@ impl Evaluation {
     }
 }
 
+/// A model's name, its scores, threshold and decision rule.
+type ModelRule = (&'static str, fn(&Scored) -> &Vec<f64>, f64, ThresholdMethod);
+
 /// Per-window scores of the three models on one split.
 struct Scored {
     y: Vec<u8>,
@@ -156,7 +159,7 @@ pub fn evaluate(
     tests.sort_by(|a, b| a.0.cmp(&b.0));
     let val = score_split(&data.val, vgae, gat, fusion, scoring)?;
     let (vthr, vmethod) = vgae_threshold(&val.y, &val.vgae);
-    let models: [(&str, fn(&Scored) -> &Vec<f64>, f64, ThresholdMethod); 3] = [
+    let models: [ModelRule; 3] = [
         ("vgae", |s| &s.vgae, vthr, vmethod),
         ("gat", |s| &s.gat, 0.5, ThresholdMethod::Argmax),
         ("fusion", |s| &s.fused, 0.5, ThresholdMethod::Fused),

@@ -935,7 +935,57 @@ mod tests {
             ..GatConvConfig::new(2, 2, 2)
         };
         let ps = ParamStore::new(1, &Device::Cpu);
-        let conv = GatConv::new(cfg, ps.var_builder()).unwrap();
+        GatConv::new(cfg, ps.var_builder()).unwrap();
         assert_eq!(ps.num_params(), cfg.num_params());
+    }
+    #[test]
+    fn fused_epilogue_matches_composed_relu_dropout() {
+        use crate::train::model::layers::{Dropout, Mode};
+        let mut rng = Rng::seed_from_u64(8);
+        let (n, din) = (25, 9);
+        let (ps, mut conv) = layer(4, GatConvConfig::new(din, 5, 3));
+        let (src, dst) = random_graph(&mut rng, n, 70);
+        let g = Arc::new(GatGraph::new(n, &src, &dst, None, &Device::Cpu).unwrap());
+        let x =
+            candle_core::Var::from_vec(rand_x(&mut rng, n * din), (n, din), &Device::Cpu).unwrap();
+        let r = Tensor::from_vec(rand_x(&mut rng, n * 15), (n, 15), &Device::Cpu).unwrap();
+        let d = Dropout::new(0.3);
+        let run = |conv: &GatConv| {
+            let mut rr = Rng::seed_from_u64(99);
+            let y = conv
+                .forward_relu_dropout(x.as_tensor(), &g, &d, &mut Mode::Train(&mut rr))
+                .unwrap();
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), grads)
+        };
+        conv.kernel = Kernel::Fused;
+        let (yf, gf) = run(&conv);
+        conv.kernel = Kernel::IndexAdd;
+        let (yi, gi) = run(&conv);
+        assert!(yf.contains(&0.0) && yf.iter().any(|v| *v > 0.0));
+        for (a, b) in yf.iter().zip(&yi) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let mut vars = ps.all();
+        vars.push(("x".into(), x.clone()));
+        for (name, v) in vars {
+            let a = gf
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = gi
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() < 1e-4 * (1.0 + q.abs()), "{name}: {p} vs {q}");
+            }
+        }
     }
 }

@@ -107,25 +107,86 @@ impl BatchNorm {
     /// `x [N, C]`. In training, normalises with the batch statistics and updates the running
     /// ones (unbiased variance, as PyTorch); in evaluation, uses the running statistics.
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Train(_) if x.device().is_cpu() => self.fused_train(x, false, None, 0.0),
+            _ => self.forward_composed(x, mode),
+        }
+    }
+
+    /// `Dropout(ReLU(BatchNorm(x)))`, the VGAE's layer epilogue; in training on the CPU one
+    /// fused op with its own backward (BatchNorm composed of candle ops costs about ten
+    /// tensor passes forward and more backward).
+    pub fn forward_relu_dropout(
+        &self,
+        x: &Tensor,
+        dropout: &Dropout,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Train(rng) if x.device().is_cpu() => {
+                let mask = (dropout.p > 0.0).then(|| dropout_mask(x.elem_count(), dropout.p, rng));
+                self.fused_train(x, true, mask, dropout.p)
+            }
+            _ => {
+                let y = self.forward_composed(x, mode)?.relu()?;
+                dropout.forward(&y, mode)
+            }
+        }
+    }
+
+    fn fused_train(
+        &self,
+        x: &Tensor,
+        relu: bool,
+        mask: Option<Vec<f32>>,
+        p: f32,
+    ) -> candle_core::Result<Tensor> {
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let y = x.contiguous()?.apply_op3(
+            &self.weight,
+            &self.bias,
+            BatchNormOp {
+                eps: self.eps as f32,
+                relu,
+                mask,
+                p,
+                stats: stats.clone(),
+            },
+        )?;
+        let st = std::mem::take(&mut *stats.lock().expect("stats lock"));
+        let c = st.len() / 2;
+        let dev = x.device();
+        self.update_running(
+            &Tensor::from_slice(&st[..c], c, dev)?,
+            &Tensor::from_slice(&st[c..], c, dev)?,
+            x.dim(0)?,
+        )?;
+        Ok(y)
+    }
+
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> candle_core::Result<()> {
+        let m = self.momentum;
+        let unbias = if n > 1 {
+            n as f64 / (n - 1) as f64
+        } else {
+            1.0
+        };
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        let nb = (self.num_batches_tracked.as_tensor() + 1.0)?;
+        self.num_batches_tracked.set(&nb)
+    }
+
+    /// BatchNorm from candle ops: the reference, and the path on other devices.
+    pub fn forward_composed(&self, x: &Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
         if mode.is_train() {
-            let n = x.dim(0)?;
             let mean = x.mean(0)?;
             let xc = x.broadcast_sub(&mean)?;
             let var = xc.sqr()?.mean(0)?;
             let xhat = xc.broadcast_div(&(&var + self.eps)?.sqrt()?)?;
-            let m = self.momentum;
-            let unbias = if n > 1 {
-                n as f64 / (n - 1) as f64
-            } else {
-                1.0
-            };
-            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
-            let rv =
-                ((self.running_var.as_tensor() * (1.0 - m))? + (var.detach() * (m * unbias))?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
-            let nb = (self.num_batches_tracked.as_tensor() + 1.0)?;
-            self.num_batches_tracked.set(&nb)?;
+            self.update_running(&mean, &var, x.dim(0)?)?;
             xhat.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
         } else {
             let scale = self
@@ -134,6 +195,158 @@ impl BatchNorm {
             let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
             x.broadcast_mul(&scale)?.broadcast_add(&shift)
         }
+    }
+}
+
+/// Training-mode BatchNorm as one op: `(x [N, C], γ [C], β [C]) → y = mask ⊙ act(γ·x̂ + β)`,
+/// `x̂ = (x − μ)/√(σ² + eps)` with the batch's mean and biased variance, `act` ReLU or the
+/// identity. The batch statistics are handed back through `stats` (mean ‖ var).
+struct BatchNormOp {
+    eps: f32,
+    relu: bool,
+    mask: Option<Vec<f32>>,
+    p: f32,
+    stats: std::sync::Arc<std::sync::Mutex<Vec<f32>>>,
+}
+
+/// Column means and biased variances of `x [n, c]`, accumulated in f64.
+fn column_stats(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = vec![0f64; c];
+    for row in x.chunks_exact(c) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / n.max(1) as f64).collect();
+    let mut sq = vec![0f64; c];
+    for row in x.chunks_exact(c) {
+        for ((s, &v), m) in sq.iter_mut().zip(row).zip(&mean) {
+            let d = v as f64 - m;
+            *s += d * d;
+        }
+    }
+    (
+        mean.iter().map(|&m| m as f32).collect(),
+        sq.iter().map(|s| (s / n.max(1) as f64) as f32).collect(),
+    )
+}
+
+fn f32_slice<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("batch norm: inputs must be contiguous"),
+    }
+}
+
+impl candle_core::CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (x, w, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (n, c) = l1.shape().dims2()?;
+        let (mean, var) = column_stats(x, n, c);
+        let scale: Vec<f32> = var
+            .iter()
+            .zip(w)
+            .map(|(v, w)| w / (v + self.eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = b
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        let mut y = Vec::with_capacity(n * c);
+        for (i, row) in x.chunks_exact(c).enumerate() {
+            let start = y.len();
+            y.extend(
+                row.iter()
+                    .zip(&scale)
+                    .zip(&shift)
+                    .map(|((v, s), t)| v * s + t),
+            );
+            let out = &mut y[start..];
+            if self.relu {
+                for v in out.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            if let Some(m) = &self.mask {
+                for (v, m) in out.iter_mut().zip(&m[i * c..(i + 1) * c]) {
+                    *v *= m;
+                }
+            }
+        }
+        let mut st = self.stats.lock().expect("stats lock");
+        st.clear();
+        st.extend_from_slice(&mean);
+        st.extend_from_slice(&var);
+        Ok((candle_core::CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = x.dims2()?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let yv = res.flatten_all()?.to_vec1::<f32>()?;
+        let gv = grad.flatten_all()?.to_vec1::<f32>()?;
+        let wv = w.to_vec1::<f32>()?;
+        let (mean, var) = column_stats(&xv, n, c);
+        let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        // Gradient at the pre-activation.
+        let gpre: Vec<f32> = (0..n * c)
+            .map(|k| {
+                let m = self.mask.as_ref().map_or(1.0, |m| m[k]);
+                if m == 0.0 || (self.relu && yv[k] <= 0.0) {
+                    0.0
+                } else {
+                    gv[k] * m
+                }
+            })
+            .collect();
+        let _ = self.p;
+        let mut db = vec![0f32; c];
+        let mut dw = vec![0f32; c];
+        for (xr, gr) in xv.chunks_exact(c).zip(gpre.chunks_exact(c)) {
+            for j in 0..c {
+                let xh = (xr[j] - mean[j]) * inv[j];
+                db[j] += gr[j];
+                dw[j] += gr[j] * xh;
+            }
+        }
+        let nf = n as f32;
+        let mut dx = Vec::with_capacity(n * c);
+        for (xr, gr) in xv.chunks_exact(c).zip(gpre.chunks_exact(c)) {
+            for j in 0..c {
+                let xh = (xr[j] - mean[j]) * inv[j];
+                dx.push(wv[j] * inv[j] * (gr[j] - db[j] / nf - xh * dw[j] / nf));
+            }
+        }
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, (n, c), dev)?),
+            Some(Tensor::from_vec(dw, c, dev)?),
+            Some(Tensor::from_vec(db, c, dev)?),
+        ))
     }
 }
 
@@ -257,6 +470,66 @@ mod tests {
                 .unwrap(),
             1.0
         );
+    }
+
+    #[test]
+    fn fused_batchnorm_matches_composed() {
+        let dev = &Device::Cpu;
+        let mut r = Rng::seed_from_u64(3);
+        let vals: Vec<f32> = (0..7 * 5)
+            .map(|_| crate::train::model::init::normal(&mut r) as f32)
+            .collect();
+        let x = Var::from_vec(vals, (7, 5), dev).unwrap();
+        let rt: Vec<f32> = (0..35).map(|i| (i as f32 * 0.37).sin()).collect();
+        let rt = Tensor::from_vec(rt, (7, 5), dev).unwrap();
+        let d = Dropout::new(0.25);
+        let run = |fused: bool| {
+            let ps = ParamStore::new(0, dev);
+            let bn = BatchNorm::new(5, ps.var_builder()).unwrap();
+            let w: Vec<f32> = (0..5).map(|i| 0.5 + i as f32 * 0.3).collect();
+            ps.get("weight")
+                .unwrap()
+                .set(&Tensor::from_vec(w, 5, dev).unwrap())
+                .unwrap();
+            ps.get("bias")
+                .unwrap()
+                .set(&Tensor::new(&[0.1f32, -0.2, 0.0, 0.3, 0.05], dev).unwrap())
+                .unwrap();
+            let mut rr = Rng::seed_from_u64(9);
+            let mut mode = Mode::Train(&mut rr);
+            let y = if fused {
+                bn.forward_relu_dropout(x.as_tensor(), &d, &mut mode)
+                    .unwrap()
+            } else {
+                let y = bn
+                    .forward_composed(x.as_tensor(), &mode)
+                    .unwrap()
+                    .relu()
+                    .unwrap();
+                d.forward(&y, &mut mode).unwrap()
+            };
+            let g = (&y * &rt).unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (
+                v(&y),
+                v(g.get(x.as_tensor()).unwrap()),
+                v(g.get(&bn.weight).unwrap()),
+                v(g.get(&bn.bias).unwrap()),
+                v(bn.running_var.as_tensor()),
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        for (p, q) in [
+            (&a.0, &b.0),
+            (&a.1, &b.1),
+            (&a.2, &b.2),
+            (&a.3, &b.3),
+            (&a.4, &b.4),
+        ] {
+            for (u, v) in p.iter().zip(q.iter()) {
+                assert!((u - v).abs() < 1e-4, "{u} vs {v}");
+            }
+        }
     }
 
     #[test]

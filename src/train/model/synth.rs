@@ -62,10 +62,8 @@ fn push_window(
     for (pos, (src, _, f)) in rows.iter().enumerate() {
         let a = local(*src) as usize;
         count[a] += 1;
-        for j in 0..8 {
-            if j < f.len as usize {
-                sums[a][j] += f.bytes[j] as f64 / 255.0;
-            }
+        for (s, &b) in sums[a].iter_mut().zip(&f.bytes).take(f.len as usize) {
+            *s += b as f64 / 255.0;
         }
         last[a] = pos;
         if f.attack {
@@ -142,7 +140,7 @@ pub fn stream(
             }
             if burst_left > 0 {
                 burst_left -= 1;
-                if burst_left % 2 == 0 {
+                if burst_left.is_multiple_of(2) {
                     out.push(match attack {
                         Attack::Dos => Frame {
                             id: 0,

@@ -19,7 +19,9 @@ use super::checkpoint::{self, ModelMeta, write_json, write_text};
 use serde::Serialize;
 
 use super::batch::{Scoring, Splits, all};
-use super::config::{Common, Keys, Optimisation, Profile, Size, common, size};
+use super::config::{
+    Common, Keys, Optimisation, Profile, QUICK_EPOCHS, QUICK_RAMP, Size, common, size,
+};
 use super::curriculum::CurriculumConfig;
 use super::gat::{Gat, GatConfig};
 use super::init::{ParamStore, Snapshot, rng, sub_seed};
@@ -62,7 +64,7 @@ impl GatStageConfig {
         let quick = common.profile == Profile::Quick;
         let large = size == Size::Large;
         let opt = Optimisation {
-            epochs: k.usize("epochs", if quick { 3 } else { 300 })?,
+            epochs: k.usize("epochs", if quick { QUICK_EPOCHS } else { 300 })?,
             patience: k.usize(
                 "patience",
                 match (quick, large) {
@@ -95,7 +97,7 @@ impl GatStageConfig {
             ratio_end: k.f64("ratio_end", 10.0)?,
             pct_start: k.f64("pct_start", 75.0)?,
             pct_end: k.f64("pct_end", 95.0)?,
-            ramp_epochs: k.usize("ramp_epochs", if quick { 3 } else { 100 })?,
+            ramp_epochs: k.usize("ramp_epochs", if quick { QUICK_RAMP } else { 100 })?,
         };
         let cfg = GatStageConfig {
             kd: k.bool("kd", false)?,

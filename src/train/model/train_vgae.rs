@@ -16,7 +16,7 @@ use super::checkpoint::{self, ModelMeta, write_json, write_text};
 use serde::Serialize;
 
 use super::batch::{Scoring, Splits, all};
-use super::config::{Common, Keys, Optimisation, Profile, Size, common, size};
+use super::config::{Common, Keys, Optimisation, Profile, QUICK_EPOCHS, Size, common, size};
 use super::init::{ParamStore, rng, sub_seed};
 use super::kd::{KdProjection, VgaeKdWeights, vgae_kd_loss};
 use super::layers::Mode;
@@ -47,7 +47,7 @@ impl VgaeStageConfig {
         let size = size(&mut k)?;
         let quick = common.profile == Profile::Quick;
         let opt = Optimisation {
-            epochs: k.usize("epochs", if quick { 3 } else { 300 })?,
+            epochs: k.usize("epochs", if quick { QUICK_EPOCHS } else { 300 })?,
             patience: k.usize("patience", if quick { 3 } else { 100 })?,
             batch_graphs: k
                 .usize("batch_graphs", if quick { 64 } else { 2048 })?

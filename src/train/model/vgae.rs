@@ -239,8 +239,7 @@ impl Vgae {
         let emb = self.id_embedding.forward(&batch.ids)?;
         let mut x = Tensor::cat(&[&emb, &batch.feats], 1)?;
         for (conv, bn) in &self.encoder {
-            let h = bn.forward(&conv.forward(&x, &batch.gat)?, mode)?.relu()?;
-            x = self.dropout.forward(&h, mode)?;
+            x = bn.forward_relu_dropout(&conv.forward(&x, &batch.gat)?, &self.dropout, mode)?;
         }
         let mu = self.z_mean.forward(&x)?;
         let logvar = self.z_logvar.forward(&x)?.clamp(-20f32, 20f32)?;
@@ -257,7 +256,7 @@ impl Vgae {
         for (conv, bn) in &self.decoder {
             let o = conv.forward(&h, &batch.gat)?;
             h = match bn {
-                Some(bn) => self.dropout.forward(&bn.forward(&o, mode)?.relu()?, mode)?,
+                Some(bn) => bn.forward_relu_dropout(&o, &self.dropout, mode)?,
                 None => candle_nn::ops::sigmoid(&o)?,
             };
         }
@@ -286,12 +285,148 @@ pub fn bce_with_logits(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
     (x.relu()? - (x * t)?)? + soft
 }
 
-/// Per-node cross entropy `[N]` of `logits [N, C]` against u32 `target [N]`.
+/// Per-node cross entropy `[N]` of `logits [N, C]` against u32 `target [N]`: one fused op on
+/// the CPU (with a vocabulary of 2,049 ids the composed `log_softmax` + `gather` makes several
+/// `[N, num_ids]` passes forward and backward), candle ops elsewhere.
 pub fn node_ce(logits: &Tensor, target: &Tensor) -> candle_core::Result<Tensor> {
+    if logits.device().is_cpu() {
+        return logits.contiguous()?.apply_op2(&target.contiguous()?, RowCe);
+    }
     candle_nn::ops::log_softmax(logits, D::Minus1)?
         .gather(&target.unsqueeze(1)?, 1)?
         .squeeze(1)?
         .neg()
+}
+
+/// Per-row sums `[N]` of `BCEWithLogits(x, t)` over `[N, K]`: fused on the CPU.
+pub fn bce_row_sums(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() {
+        return x.contiguous()?.apply_op2(&t.contiguous()?, RowBce);
+    }
+    bce_with_logits(x, t)?.sum(1)
+}
+
+fn cpu_slice<'a, T: candle_core::WithDType>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("row loss: inputs must be contiguous"),
+    }
+}
+
+/// `(logits [N, K], target u32 [N]) → CE [N]`; backward `g·(softmax − onehot)`.
+struct RowCe;
+
+impl candle_core::CustomOp2 for RowCe {
+    fn name(&self) -> &'static str {
+        "row-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = cpu_slice::<f32>(s1, l1)?;
+        let t = cpu_slice::<u32>(s2, l2)?;
+        let (n, k) = l1.shape().dims2()?;
+        let out: Vec<f32> = x
+            .chunks_exact(k)
+            .zip(t)
+            .map(|(row, &y)| {
+                let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
+                lse - row[y as usize]
+            })
+            .collect();
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from(n),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = x.dims2()?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let tv = t.to_vec1::<u32>()?;
+        let gv = g.to_vec1::<f32>()?;
+        let mut dx = Vec::with_capacity(n * k);
+        for ((row, &y), &gr) in xv.chunks_exact(k).zip(&tv).zip(&gv) {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f32 = row.iter().map(|v| (v - m).exp()).sum();
+            let start = dx.len();
+            dx.extend(row.iter().map(|v| gr * (v - m).exp() / z));
+            dx[start + y as usize] -= gr;
+        }
+        Ok((Some(Tensor::from_vec(dx, (n, k), x.device())?), None))
+    }
+}
+
+/// `(x [N, K], t [N, K]) → Σ_k BCEWithLogits [N]`; backward `g·(σ(x) − t)`.
+struct RowBce;
+
+impl candle_core::CustomOp2 for RowBce {
+    fn name(&self) -> &'static str {
+        "row-bce-with-logits"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = cpu_slice::<f32>(s1, l1)?;
+        let t = cpu_slice::<f32>(s2, l2)?;
+        let (n, k) = l1.shape().dims2()?;
+        let out: Vec<f32> = x
+            .chunks_exact(k)
+            .zip(t.chunks_exact(k))
+            .map(|(xr, tr)| {
+                xr.iter()
+                    .zip(tr)
+                    .map(|(&v, &y)| v.max(0.0) - v * y + (-v.abs()).exp().ln_1p())
+                    .sum()
+            })
+            .collect();
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from(n),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = x.dims2()?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let tv = t.flatten_all()?.to_vec1::<f32>()?;
+        let gv = g.to_vec1::<f32>()?;
+        let mut dx = Vec::with_capacity(n * k);
+        for ((xr, tr), &gr) in xv.chunks_exact(k).zip(tv.chunks_exact(k)).zip(&gv) {
+            dx.extend(
+                xr.iter()
+                    .zip(tr)
+                    .map(|(&v, &y)| gr * (1.0 / (1.0 + (-v).exp()) - y)),
+            );
+        }
+        Ok((Some(Tensor::from_vec(dx, (n, k), x.device())?), None))
+    }
 }
 
 /// The per-node error terms that both the training loss and the scores are means of.
@@ -312,7 +447,7 @@ pub fn node_errors(out: &VgaeOutput, batch: &Batch) -> candle_core::Result<NodeE
         .ok_or_else(|| candle_core::Error::Msg("batch lacks the neighbourhood target".into()))?;
     Ok(NodeErrors {
         recon_sum: (&out.cont - &batch.feats)?.sqr()?.sum(1)?,
-        nbr_sum: bce_with_logits(&out.nbr_logits, target)?.sum(1)?,
+        nbr_sum: bce_row_sums(&out.nbr_logits, target)?,
         canid: node_ce(&out.canid_logits, &batch.ids_true)?,
     })
 }
@@ -417,6 +552,46 @@ mod tests {
                 "{size:?} closed form at num_ids {n}"
             );
         }
+    }
+
+    #[test]
+    fn fused_row_losses_match_composed() {
+        let dev = &Device::Cpu;
+        let vals: Vec<f32> = (0..4 * 6)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.9)
+            .collect();
+        let x = candle_core::Var::from_vec(vals, (4, 6), dev).unwrap();
+        let t: Vec<f32> = (0..24).map(|i| ((i % 3) == 0) as u8 as f32).collect();
+        let t = Tensor::from_vec(t, (4, 6), dev).unwrap();
+        let ids = Tensor::new(&[0u32, 5, 2, 3], dev).unwrap();
+        let w = Tensor::new(&[1f32, -2., 0.5, 3.], dev).unwrap();
+        let check = |a: Tensor, b: Tensor| {
+            let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (p, q) in v(&a).iter().zip(v(&b)) {
+                assert!((p - q).abs() < 1e-5);
+            }
+            for (p, q) in v(ga.get(x.as_tensor()).unwrap())
+                .iter()
+                .zip(v(gb.get(x.as_tensor()).unwrap()))
+            {
+                assert!((p - q).abs() < 1e-5);
+            }
+        };
+        check(
+            bce_row_sums(x.as_tensor(), &t).unwrap(),
+            bce_with_logits(x.as_tensor(), &t).unwrap().sum(1).unwrap(),
+        );
+        let composed = candle_nn::ops::log_softmax(x.as_tensor(), D::Minus1)
+            .unwrap()
+            .gather(&ids.unsqueeze(1).unwrap(), 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .neg()
+            .unwrap();
+        check(node_ce(x.as_tensor(), &ids).unwrap(), composed);
     }
 
     #[test]
