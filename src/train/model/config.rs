@@ -219,7 +219,8 @@ pub struct Common {
     /// Labels for reports; the engine adapter fills them from the target name when absent.
     pub dataset: Option<String>,
     pub variant: Option<String>,
-    /// Graphs per batch for evaluation-mode passes (scores, states, metrics).
+    /// Graphs per batch for evaluation-mode passes (scores, states, metrics); 64 keeps a
+    /// layer's activations in L2 cache (measured faster than 256 or 512 on CPU).
     pub eval_batch_graphs: usize,
 }
 
@@ -244,7 +245,7 @@ pub(crate) fn common(k: &mut Keys) -> Result<Common, TrainError> {
         device,
         dataset: k.string("dataset")?,
         variant: k.string("variant")?,
-        eval_batch_graphs: k.usize("eval_batch_graphs", 256)?.max(1),
+        eval_batch_graphs: k.usize("eval_batch_graphs", 64)?.max(1),
     })
 }
 

@@ -25,7 +25,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::init::glorot;
-use super::layers::{Dropout, Mode, dropout_mask};
+use super::layers::{BatchNorm, Dropout, Mode, dropout_mask};
 
 /// The shape of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,7 +236,7 @@ impl GatConv {
         kernel: Kernel,
     ) -> candle_core::Result<Tensor> {
         match self.resolve(x, kernel)? {
-            Kernel::Fused => self.fused(x, g, false, None, 0.0),
+            Kernel::Fused => self.fused(x, g, false, None, 0.0, None),
             _ => self
                 .attend_index_add(&x.matmul(&self.lin.t()?)?, g)?
                 .broadcast_add(&self.bias),
@@ -261,10 +261,28 @@ impl GatConv {
                     }
                     _ => None,
                 };
-                self.fused(x, g, true, mask, dropout.p)
+                self.fused(x, g, true, mask, dropout.p, None)
             }
             _ => dropout.forward(&self.forward_with(x, g, Kernel::IndexAdd)?.relu()?, mode),
         }
+    }
+
+    /// `Dropout(ReLU(BatchNorm(GATConv(x))))`, the VGAE's layer. In evaluation with the fused
+    /// kernel the BatchNorm (an affine map with running statistics) and the ReLU are folded
+    /// into the attention op; in training the BatchNorm op of [`BatchNorm`] takes the epilogue.
+    pub fn forward_bn_relu_dropout(
+        &self,
+        x: &Tensor,
+        g: &Arc<GatGraph>,
+        bn: &BatchNorm,
+        dropout: &Dropout,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        if !mode.is_train() && self.resolve(x, self.kernel)? == Kernel::Fused {
+            let (scale, shift) = bn.eval_affine()?;
+            return self.fused(x, g, true, None, 0.0, Some((scale, shift)));
+        }
+        bn.forward_relu_dropout(&self.forward(x, g)?, dropout, mode)
     }
 
     fn resolve(&self, x: &Tensor, kernel: Kernel) -> candle_core::Result<Kernel> {
@@ -286,6 +304,7 @@ impl GatConv {
         relu: bool,
         mask: Option<Vec<f32>>,
         p: f32,
+        affine: Option<(Vec<f32>, Vec<f32>)>,
     ) -> candle_core::Result<Tensor> {
         let h = x.matmul(&self.lin.t()?)?;
         let att = Tensor::cat(&[&self.att_src, &self.att_dst], 0)?;
@@ -299,6 +318,7 @@ impl GatConv {
                 relu,
                 mask,
                 p,
+                affine,
             },
         )
     }
@@ -358,6 +378,7 @@ impl GatConv {
             relu: false,
             mask: None,
             p: 0.0,
+            affine: None,
         };
         let (ss, sd) = op.scores(&hv, &asv, &adv);
         let mut alpha = vec![0f32; g.num_edges() * self.cfg.heads];
@@ -379,6 +400,9 @@ struct GatAttention {
     mask: Option<Vec<f32>>,
     /// The dropout probability behind `mask`.
     p: f32,
+    /// Evaluation-mode BatchNorm folded in after the bias: `(scale, shift)` per channel.
+    /// Forward only (evaluation passes never backpropagate).
+    affine: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// `Σ a[i]·b[i]` with eight running sums (vectorisable; a fixed order, so deterministic).
@@ -464,10 +488,12 @@ impl GatAttention {
         let hc = hh * c;
         let g = &self.graph;
         let mut alpha = vec![0f32; g.num_edges() * hh];
-        let mut out = vec![0f32; g.num_nodes * hc];
+        // Rows are built in a small buffer and appended: no zero-filled [N, H·C] pass.
+        let mut out = Vec::with_capacity(g.num_nodes * hc);
+        let mut o = vec![0f32; hc];
         for i in 0..g.num_nodes {
             self.softmax_into(i, ss, sd, &mut alpha);
-            let o = &mut out[i * hc..(i + 1) * hc];
+            o.fill(0.0);
             for e in g.dst_ptr[i] as usize..g.dst_ptr[i + 1] as usize {
                 let j = g.src[e] as usize;
                 let hj = &h[j * hc..(j + 1) * hc];
@@ -479,6 +505,7 @@ impl GatAttention {
                     );
                 }
             }
+            out.extend_from_slice(&o);
         }
         out
     }
@@ -594,6 +621,11 @@ impl CustomOp3 for GatAttention {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v += b;
             }
+            if let Some((scale, shift)) = &self.affine {
+                for ((v, a), t) in row.iter_mut().zip(scale).zip(shift) {
+                    *v = *v * a + t;
+                }
+            }
             if self.relu {
                 for v in row.iter_mut() {
                     *v = v.max(0.0);
@@ -616,6 +648,9 @@ impl CustomOp3 for GatAttention {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.affine.is_some() {
+            candle_core::bail!("gat attention: the folded BatchNorm is for evaluation only");
+        }
         let (hh, c) = (self.heads, self.channels);
         let hc = hh * c;
         let n = self.graph.num_nodes;

@@ -179,6 +179,26 @@ impl BatchNorm {
         self.num_batches_tracked.set(&nb)
     }
 
+    /// Evaluation-mode BatchNorm as `x·scale + shift` per channel (host values).
+    pub fn eval_affine(&self) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+        let w = self.weight.to_vec1::<f32>()?;
+        let b = self.bias.to_vec1::<f32>()?;
+        let rm = self.running_mean.as_tensor().to_vec1::<f32>()?;
+        let rv = self.running_var.as_tensor().to_vec1::<f32>()?;
+        let scale: Vec<f32> = w
+            .iter()
+            .zip(&rv)
+            .map(|(w, v)| w / (v + self.eps as f32).sqrt())
+            .collect();
+        let shift = b
+            .iter()
+            .zip(&rm)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        Ok((scale, shift))
+    }
+
     /// BatchNorm from candle ops: the reference, and the path on other devices.
     pub fn forward_composed(&self, x: &Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
         if mode.is_train() {

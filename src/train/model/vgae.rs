@@ -235,11 +235,21 @@ impl Vgae {
         })
     }
 
+    /// Selects the attention kernel of every layer (benchmarks and tests).
+    pub fn set_kernel(&mut self, k: super::gatconv::Kernel) {
+        for (c, _) in &mut self.encoder {
+            c.kernel = k;
+        }
+        for (c, _) in &mut self.decoder {
+            c.kernel = k;
+        }
+    }
+
     pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> candle_core::Result<VgaeOutput> {
         let emb = self.id_embedding.forward(&batch.ids)?;
         let mut x = Tensor::cat(&[&emb, &batch.feats], 1)?;
         for (conv, bn) in &self.encoder {
-            x = bn.forward_relu_dropout(&conv.forward(&x, &batch.gat)?, &self.dropout, mode)?;
+            x = conv.forward_bn_relu_dropout(&x, &batch.gat, bn, &self.dropout, mode)?;
         }
         let mu = self.z_mean.forward(&x)?;
         let logvar = self.z_logvar.forward(&x)?.clamp(-20f32, 20f32)?;
@@ -254,10 +264,11 @@ impl Vgae {
         let kl = ((((&logvar + 1.0)? - mu.sqr()?)? - logvar.exp()?)?.mean_all()? * -0.5)?;
         let mut h = z.clone();
         for (conv, bn) in &self.decoder {
-            let o = conv.forward(&h, &batch.gat)?;
             h = match bn {
-                Some(bn) => bn.forward_relu_dropout(&o, &self.dropout, mode)?,
-                None => candle_nn::ops::sigmoid(&o)?,
+                Some(bn) => {
+                    conv.forward_bn_relu_dropout(&h, &batch.gat, bn, &self.dropout, mode)?
+                }
+                None => candle_nn::ops::sigmoid(&conv.forward(&h, &batch.gat)?)?,
             };
         }
         let canid_logits = self.canid_classifier.forward(&z)?;
@@ -592,6 +603,55 @@ mod tests {
             .neg()
             .unwrap();
         check(node_ce(x.as_tensor(), &ids).unwrap(), composed);
+    }
+
+    /// Training (fused BatchNorm op) and evaluation (BatchNorm folded into the attention op)
+    /// agree with the composed kernels.
+    #[test]
+    fn fused_and_composed_vgae_agree() {
+        use crate::train::model::batch::BatchOptions;
+        use crate::train::model::gatconv::Kernel;
+        use crate::train::model::init::Rng;
+        use rand::SeedableRng;
+        let data = crate::train::model::synth::splits(12, 10, 30, 2);
+        let idx: Vec<usize> = (0..8).collect();
+        let b = Batch::new(
+            &data.train,
+            &idx,
+            &Device::Cpu,
+            BatchOptions {
+                nbr_target: true,
+                ..BatchOptions::eval(12)
+            },
+        )
+        .unwrap();
+        let run = |k: Kernel| {
+            let ps = ParamStore::new(1, &Device::Cpu);
+            let mut m =
+                Vgae::new(&VgaeConfig::for_size(Size::Small, 12), ps.var_builder()).unwrap();
+            m.set_kernel(k);
+            let mut r = Rng::seed_from_u64(5);
+            let t = m.forward(&b, &mut Mode::Train(&mut r)).unwrap();
+            let loss = task_loss(&t, &b).unwrap();
+            let g = loss.backward().unwrap();
+            let gw = g
+                .get(&ps.get("encoder_layers.0.lin.weight").unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let e = m.forward(&b, &mut Mode::Eval).unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (loss.to_scalar::<f32>().unwrap(), gw, v(&e.cont), v(&e.mu))
+        };
+        let (a, c) = (run(Kernel::Fused), run(Kernel::IndexAdd));
+        assert!((a.0 - c.0).abs() < 1e-5);
+        for (p, q) in [(&a.1, &c.1), (&a.2, &c.2), (&a.3, &c.3)] {
+            for (x, y) in p.iter().zip(q.iter()) {
+                assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
     }
 
     #[test]
