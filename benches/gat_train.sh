@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Training throughput of the teacher GAT, candle (kdbuild) vs PyTorch Geometric, on the same
-# batch (64 windows of DoS-1.csv) and the same initial weights. Rounds alternate between the
+# Training throughput (forward in train mode + weighted CE + backward) of the teacher GAT,
+# candle (kdbuild) vs PyTorch Geometric, on the same batch (64 windows of DoS-1.csv) and the
+# same initial weights. Rounds alternate between the
 # two so that load from other processes hits both alike; the best round of each is reported.
 #
 # usage: benches/gat_train.sh [rounds]      (creates .venv-pyg with torch + torch_geometric,
@@ -34,7 +35,7 @@ for line in sys.stdin:
         w, c = float(m.group(3)), float(m.group(4))
         b = best.get(k, (1e9, 1e9))
         best[k] = (min(b[0], w), min(b[1], c))
-print("\n| threads | candle ms/step (graphs/s) | PyG ms/step (graphs/s) | candle / PyG throughput |")
+print("\n| threads | candle ms/pass (graphs/s) | PyG ms/pass (graphs/s) | candle / PyG throughput |")
 print("|---|---|---|---|")
 for t in ("1", "2"):
     c, p = best.get(("candle", t)), best.get(("PyG", t))

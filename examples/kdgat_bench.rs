@@ -5,8 +5,8 @@
 //! kdgat_bench infer      [--size large|small] [--batch 512] [--reps 5]
 //! ```
 //! Data: the windows of `DoS-1.csv` (`--csv`, default `../shared/data/can/can-train-and-test/`)
-//! or, if it is missing, synthetic windows. `train-gat` times one training step (forward,
-//! weighted CE, backward, clip, AdamW) of the teacher GAT on one fixed batch, the same batch
+//! or, if it is missing, synthetic windows. `train-gat` times one training pass (forward in
+//! train mode, weighted CE, backward) of the teacher GAT on one fixed batch, the same batch
 //! `--dump` writes for `benches/pyg_gat_train.py`. `infer` times the full eval-mode pipeline
 //! (batching, VGAE, GAT, fusion state, Q-network, fused rule) over all windows.
 
@@ -108,13 +108,16 @@ fn train_gat(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let l = gat.forward(&b, &mut Mode::Eval)?.logits.to_vec2::<f32>()?;
         println!("eval logits[:3] {:?}", &l[..3]);
     }
-    let mut opt = Optim::new(store.trainable(), 3e-3, 1e-4, 1.0)?;
     let w = class_weights(&b.y);
     let mut r = rng(1, "bench");
+    // One training pass without the optimizer step: forward in train mode (dropout),
+    // class-weighted CE, backward. Without a step the weights stay fixed, so every pass costs
+    // the same (a model trained to zero loss on one batch is not a workload).
     let mut step = || -> candle_core::Result<f32> {
         let logits = gat.forward(&b, &mut Mode::Train(&mut r))?.logits;
         let loss = weighted_ce(&logits, &b.y_t, &b.y, w)?;
-        opt.step(&loss)?;
+        let grads = loss.backward()?;
+        drop(grads);
         loss.to_scalar::<f32>()
     };
     for _ in 0..3 {
@@ -122,8 +125,16 @@ fn train_gat(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     let t0 = Instant::now();
     let c0 = cpu_seconds();
-    for _ in 0..iters {
-        step()?;
+    let verbose = args.iter().any(|a| a == "--verbose");
+    for i in 0..iters {
+        let ti = Instant::now();
+        let l = step()?;
+        if verbose {
+            eprintln!(
+                "step {i}: loss {l:.6} ({:.1} ms)",
+                ti.elapsed().as_secs_f64() * 1e3
+            );
+        }
     }
     let dt = t0.elapsed().as_secs_f64() / iters as f64;
     let cpu = (cpu_seconds() - c0) / iters as f64;
@@ -153,7 +164,7 @@ fn train_gat(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "candle teacher GAT train step ({kernel:?}, {} threads): batch {bsz} graphs, {} nodes, {} attention edges: {:.1} ms/step wall ({:.0} graphs/s), {:.1} ms/step CPU",
+        "candle teacher GAT forward+backward ({kernel:?}, {} threads): batch {bsz} graphs, {} nodes, {} attention edges: {:.1} ms/step wall ({:.0} graphs/s), {:.1} ms/step CPU",
         candle_core::utils::get_num_threads(),
         b.num_nodes,
         b.gat.num_edges(),
@@ -310,7 +321,7 @@ fn train_vgae(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    kdbuild::train::model::tune_allocator();
+    kdbuild::train::model::tune_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("train-gat") => train_gat(&args),

@@ -18,6 +18,7 @@ use kdbuild::train::model::{synth, train_fusion, train_gat, train_vgae};
 use serde_json::json;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    kdbuild::train::model::tune_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let data = match args.first() {
         Some(p) => synth::stream_splits(

@@ -71,6 +71,7 @@ impl StageKind for EvalStage {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<(), StageError> {
+        crate::train::model::tune_process();
         let cfg = EvalStageConfig::from_json(ctx.config()).map_err(fail)?;
         let c = &cfg.common;
         let device = c.device.device().map_err(fail)?;

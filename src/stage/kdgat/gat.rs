@@ -32,6 +32,7 @@ impl StageKind for GatStage {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<(), StageError> {
+        crate::train::model::tune_process();
         let cfg = GatStageConfig::from_json(ctx.config()).map_err(fail)?;
         let device = cfg.common.device.device().map_err(fail)?;
         let data = load_splits(ctx.input("data")?)?;

@@ -142,7 +142,7 @@ pub fn evaluate(
     labels: &RunLabels,
     info: &DataInfo,
 ) -> Result<Evaluation, TrainError> {
-    super::tune_allocator();
+    super::tune_process();
     for (name, set) in &data.tests {
         if name == "val" || name == "train" {
             return Err(TrainError::Data(format!(

@@ -165,7 +165,7 @@ pub fn train_fusion(
     gat: &Gat,
     report: Report,
 ) -> Result<TrainedFusion, TrainError> {
-    super::tune_allocator();
+    super::tune_process();
     let device = cfg.common.device.device()?;
     let seed = cfg.common.seed;
     let scoring = Scoring {

@@ -187,7 +187,7 @@ pub fn train_gat(
     teacher: Option<&Gat>,
     report: Report,
 ) -> Result<TrainedGat, TrainError> {
-    super::tune_allocator();
+    super::tune_process();
     let device = cfg.common.device.device()?;
     let seed = cfg.common.seed;
     let arch = GatConfig {

@@ -117,7 +117,7 @@ pub fn train_vgae(
     teacher: Option<&Vgae>,
     report: Report,
 ) -> Result<TrainedVgae, TrainError> {
-    super::tune_allocator();
+    super::tune_process();
     let device = cfg.common.device.device()?;
     let seed = cfg.common.seed;
     let arch = VgaeConfig::for_size(cfg.size, data.num_ids);
