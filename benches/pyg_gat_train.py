@@ -13,6 +13,7 @@ import time
 
 import torch
 import torch.nn as nn
+import torch_geometric
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch_geometric.nn import GATConv, global_mean_pool
@@ -83,7 +84,7 @@ def main():
     dt = (time.perf_counter() - t0) / a.iters
     cpu = (time.process_time() - c0) / a.iters
     print(
-        f"PyG {torch.__version__} teacher GAT forward+backward ({a.threads} threads): batch {len(y)} graphs, "
+        f"PyG {torch_geometric.__version__} (torch {torch.__version__}) teacher GAT forward+backward ({a.threads} threads): batch {len(y)} graphs, "
         f"{x.shape[0]} nodes, {ei.shape[1]} window edges: {dt*1e3:.1f} ms/step wall "
         f"({len(y)/dt:.0f} graphs/s), {cpu*1e3:.1f} ms/step CPU"
     )

@@ -3,8 +3,9 @@
 //! metrics. Useful for sizing the `quick` profile:
 //!
 //! ```text
-//! cargo run --release --example kdgat_variant -- ../shared/data/can/can-train-and-test/DoS-1.csv
+//! cargo run --release --example kdgat_variant -- ../shared/data/can/can-train-and-test/DoS-1.csv ['{"epochs": 10}']
 //! ```
+//! With `KDGAT_OUT=DIR`, each variant's `metrics.json` and `metrics.csv` go to `DIR/<variant>/`.
 
 use std::time::Instant;
 
@@ -103,6 +104,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &DataInfo::default(),
         )?;
         let te = t.elapsed().as_secs_f64() - tv - tg - tf;
+        if let Ok(dir) = std::env::var("KDGAT_OUT") {
+            let d = std::path::Path::new(&dir).join(variant);
+            std::fs::create_dir_all(&d)?;
+            e.write(&d)?;
+        }
         eprintln!("{variant}: vgae {tv:.1}s gat {tg:.1}s fusion {tf:.1}s eval {te:.1}s");
         results.push((
             variant,
