@@ -108,7 +108,7 @@ impl BatchNorm {
     /// ones (unbiased variance, as PyTorch); in evaluation, uses the running statistics.
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> candle_core::Result<Tensor> {
         match mode {
-            Mode::Train(_) if x.device().is_cpu() => self.fused_train(x, false, None, 0.0),
+            Mode::Train(_) if x.device().is_cpu() => self.fused_train(x, false, None),
             _ => self.forward_composed(x, mode),
         }
     }
@@ -125,7 +125,7 @@ impl BatchNorm {
         match mode {
             Mode::Train(rng) if x.device().is_cpu() => {
                 let mask = (dropout.p > 0.0).then(|| dropout_mask(x.elem_count(), dropout.p, rng));
-                self.fused_train(x, true, mask, dropout.p)
+                self.fused_train(x, true, mask)
             }
             _ => {
                 let y = self.forward_composed(x, mode)?.relu()?;
@@ -139,7 +139,6 @@ impl BatchNorm {
         x: &Tensor,
         relu: bool,
         mask: Option<Vec<f32>>,
-        p: f32,
     ) -> candle_core::Result<Tensor> {
         let stats = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let y = x.contiguous()?.apply_op3(
@@ -149,7 +148,6 @@ impl BatchNorm {
                 eps: self.eps as f32,
                 relu,
                 mask,
-                p,
                 stats: stats.clone(),
             },
         )?;
@@ -225,7 +223,6 @@ struct BatchNormOp {
     eps: f32,
     relu: bool,
     mask: Option<Vec<f32>>,
-    p: f32,
     stats: std::sync::Arc<std::sync::Mutex<Vec<f32>>>,
 }
 
@@ -343,7 +340,6 @@ impl candle_core::CustomOp3 for BatchNormOp {
                 }
             })
             .collect();
-        let _ = self.p;
         let mut db = vec![0f32; c];
         let mut dw = vec![0f32; c];
         for (xr, gr) in xv.chunks_exact(c).zip(gpre.chunks_exact(c)) {

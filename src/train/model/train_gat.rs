@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::D;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 
@@ -366,7 +365,6 @@ pub fn train_gat(
         fmt_opt(best_key.0),
         best_key.1
     ));
-    let _ = D::Minus1;
     Ok(TrainedGat {
         config: cfg.clone(),
         arch,
