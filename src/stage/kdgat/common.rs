@@ -153,3 +153,18 @@ pub(super) fn copy_vocab(ctx: &BuildContext) -> Result<(), StageError> {
 pub(super) fn model_file(ctx: &BuildContext, input: &str) -> Result<PathBuf, StageError> {
     Ok(ctx.input(input)?.join("model.safetensors"))
 }
+
+/// Refuses a teacher whose checkpoint was trained on another vocabulary (spec §5.5: the
+/// student uses the teacher's vocabulary; same `num_ids` alone would not catch a different
+/// ID order).
+pub(super) fn check_teacher_vocab(model: &Path, data: &Splits) -> Result<(), StageError> {
+    let meta = crate::train::model::checkpoint::read_metadata(model).map_err(fail)?;
+    match meta.get("kdgat.vocab_sha256") {
+        Some(v) if *v != data.vocab_sha256 => Err(StageError::Failed(format!(
+            "the teacher `{}` was trained on another vocabulary (hash {v}, the data's {})",
+            model.display(),
+            data.vocab_sha256
+        ))),
+        _ => Ok(()),
+    }
+}

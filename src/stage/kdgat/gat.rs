@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use super::common::{
-    check_inputs, check_teacher, copy_vocab, fail, load_splits, model_file, provenance,
+    check_inputs, check_teacher, check_teacher_vocab, copy_vocab, fail, load_splits, model_file,
+    provenance,
 };
 use crate::derivation::{CodeIdentity, Derivation};
 use crate::stage::{BuildContext, StageError, StageKind, code};
@@ -38,7 +39,9 @@ impl StageKind for GatStage {
         let data = load_splits(ctx.input("data")?)?;
         let (_, vgae) = load_vgae(&model_file(ctx, "vgae")?, &device).map_err(fail)?;
         let teacher = if cfg.kd {
-            Some(load_gat(&model_file(ctx, "teacher")?, &device).map_err(fail)?)
+            let path = model_file(ctx, "teacher")?;
+            check_teacher_vocab(&path, &data)?;
+            Some(load_gat(&path, &device).map_err(fail)?)
         } else {
             None
         };
