@@ -78,12 +78,13 @@ type JobLine = (
 
 fn jobs(p: &Project) -> Vec<JobLine> {
     let db = p.db();
-    let mut st = db
-        .prepare(
-            "SELECT job_id, target, attempt, state, settled, COALESCE(note, ''), mem_mb, depends_on
-             FROM jobs ORDER BY id",
-        )
-        .unwrap();
+    // A store being created has its database file before its tables: no jobs yet.
+    let Ok(mut st) = db.prepare(
+        "SELECT job_id, target, attempt, state, settled, COALESCE(note, ''), mem_mb, depends_on
+         FROM jobs ORDER BY id",
+    ) else {
+        return Vec::new();
+    };
     st.query_map([], |r| {
         Ok((
             r.get(0)?,
