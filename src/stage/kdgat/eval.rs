@@ -1,5 +1,5 @@
 //! `kdgat.eval`: evaluate a variant's three models on val and every test split; write
-//! `metrics.json`, `metrics.csv` and `config.json`.
+//! `metrics.json`, `metrics.csv`, `curves.json` and `config.json`.
 
 use serde_json::{Value, json};
 

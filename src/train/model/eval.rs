@@ -1,6 +1,7 @@
 //! Stage 4: evaluation (spec §6) of a variant's VGAE, GAT and fusion model on `val` and on
 //! **every** test split, with all windows and a metrics entry for every file of every test
-//! split (normal-only files included). Writes `metrics.json` (§6.3) and `metrics.csv` (§6.4).
+//! split (normal-only files included). Writes `metrics.json` (§6.3), `metrics.csv` (§6.4) and
+//! `curves.json` (ROC and precision–recall points per model and split, for reports).
 //!
 //! Thresholds: the VGAE's comes from val (Youden, or the normal p99 when val lacks a class) and
 //! is reused everywhere; the GAT predicts `p1 > 0.5`; fusion `score > 0.5` by the fused rule.
@@ -78,15 +79,22 @@ pub struct RunLabels {
     pub config_sha256: String,
 }
 
-/// `metrics.json` and `metrics.csv` of one evaluation.
+/// `metrics.json`, `metrics.csv` and `curves.json` of one evaluation.
 pub struct Evaluation {
     pub json: Value,
     pub csv: String,
+    /// ROC and precision–recall points per model and split (`kdgat.curves.v1`): what
+    /// `kdbuild report` draws.
+    pub curves: Value,
 }
+
+/// Points per curve in `curves.json`: enough for a smooth plot, small enough to inline.
+const CURVE_POINTS: usize = 200;
 
 impl Evaluation {
     pub fn write(&self, out: &Path) -> Result<(), TrainError> {
         write_json(&out.join("metrics.json"), &self.json)?;
+        write_json(&out.join("curves.json"), &self.curves)?;
         write_text(&out.join("metrics.csv"), &self.csv)
     }
 
@@ -175,9 +183,17 @@ pub fn evaluate(
     }
     let mut csv = String::from("dataset,variant,seed,model,split,file,metric,value\n");
     let mut models_json = Map::new();
+    let mut curves_json = Map::new();
     for (model, pick, thr, method) in models {
         let mut splits = Map::new();
+        let mut model_curves = Map::new();
         for (split, s, set) in &scored {
+            if let Some((roc, pr)) = super::metrics::curves(&s.y, pick(s), CURVE_POINTS) {
+                let pts = |v: Vec<(f64, f64)>| -> Vec<[f64; 2]> {
+                    v.into_iter().map(|(a, b)| [a, b]).collect()
+                };
+                model_curves.insert(split.to_string(), json!({"roc": pts(roc), "pr": pts(pr)}));
+            }
             let m = Metrics::compute(&s.y, pick(s), thr, method);
             let mut entry = m.to_json();
             csv_rows(&mut csv, labels, model, split, "", &m);
@@ -205,6 +221,7 @@ pub fn evaluate(
             splits.insert(split.to_string(), Value::Object(entry));
         }
         models_json.insert(model.into(), Value::Object(splits));
+        curves_json.insert(model.into(), Value::Object(model_curves));
     }
     let mut windows = Map::new();
     windows.insert("train".into(), counts(&data.train));
@@ -246,6 +263,7 @@ pub fn evaluate(
     Ok(Evaluation {
         json: Value::Object(root),
         csv,
+        curves: json!({"schema": "kdgat.curves.v1", "models": curves_json}),
     })
 }
 

@@ -267,6 +267,36 @@ impl Curve {
     }
 }
 
+/// ROC points `(FPR, TPR)` from `(0, 0)`, and precision–recall points `(recall, precision)`,
+/// one per distinct score (descending), thinned to at most `max_points` each (endpoints kept):
+/// what a report needs to draw the curves. `None` if a class is absent.
+pub fn curves(
+    labels: &[u8],
+    scores: &[f64],
+    max_points: usize,
+) -> Option<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+    let c = Curve::new(labels, scores)?;
+    let (p, n) = (c.n_pos as f64, c.n_neg as f64);
+    let mut roc = vec![(0.0, 0.0)];
+    let mut pr = Vec::with_capacity(c.points.len());
+    for &(_, tp, fp) in &c.points {
+        roc.push((fp as f64 / n, tp as f64 / p));
+        pr.push((tp as f64 / p, tp as f64 / (tp + fp) as f64));
+    }
+    Some((thin(roc, max_points), thin(pr, max_points)))
+}
+
+/// At most `max` evenly spaced points of `v`, first and last included.
+fn thin(v: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    if v.len() <= max || max < 2 {
+        return v;
+    }
+    let last = v.len() - 1;
+    let mut out: Vec<(f64, f64)> = (0..max).map(|k| v[k * last / (max - 1)]).collect();
+    out.dedup();
+    out
+}
+
 /// Youden's threshold: `argmax_t (TPR − FPR)` over distinct scores with "attack iff score ≥ t",
 /// ties to the largest `t`. `None` if a class is absent.
 pub fn youden(labels: &[u8], scores: &[f64]) -> Option<f64> {
@@ -335,6 +365,26 @@ pub fn accuracy(labels: &[u8], predicted: &[bool]) -> Option<f64> {
         .filter(|(y, p)| (**y != 0) == **p)
         .count();
     ratio(ok, labels.len())
+}
+
+#[cfg(test)]
+mod curve_tests {
+    use super::*;
+
+    #[test]
+    fn curves_of_the_hand_computed_example() {
+        // spec §8.5: labels [0,0,1,1], scores [0.1,0.4,0.35,0.8]
+        let (roc, pr) = curves(&[0, 0, 1, 1], &[0.1, 0.4, 0.35, 0.8], 100).unwrap();
+        assert_eq!(
+            roc,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        assert_eq!(pr[0], (0.5, 1.0));
+        assert_eq!(pr.last(), Some(&(1.0, 0.5)));
+        assert!(curves(&[0, 0], &[0.1, 0.2], 10).is_none());
+        let (thin_roc, _) = curves(&[0, 0, 1, 1], &[0.1, 0.4, 0.35, 0.8], 3).unwrap();
+        assert_eq!(thin_roc, vec![(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)]);
+    }
 }
 
 #[cfg(test)]
