@@ -13,7 +13,7 @@ use crate::store::roots::TempRoots;
 use crate::store::source::StoreLookup;
 
 /// The pipeline used when neither `--pipeline` nor `KDBUILD_PIPELINE` names one.
-pub const DEFAULT_PIPELINE: &str = "pipelines/demo.toml";
+pub const DEFAULT_PIPELINE: &str = "pipelines/kdgat.toml";
 
 /// Where builds run (`--executor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -42,10 +42,24 @@ pub fn rows(ctx: &Context, patterns: &[String]) -> Result<Vec<Row>, Error> {
     let (pipeline, registry) = ctx.load()?;
     let chosen = pipeline.select(patterns)?;
     let store = ctx.open_store_read_only()?;
-    let inst = ctx.instantiate(&pipeline, &registry, &chosen, store.as_ref())?;
+    // Targets whose source data is absent here cannot have been realized from this pipeline:
+    // they are listed as not realized rather than failing the whole table.
+    let available: Vec<usize> = chosen
+        .iter()
+        .copied()
+        .filter(|&t| pipeline.missing_sources(t).is_empty())
+        .collect();
+    let inst = ctx.instantiate(&pipeline, &registry, &available, store.as_ref())?;
     let mut out = Vec::new();
     for t in chosen {
-        let node = &inst.nodes[inst.node_of(t).expect("chosen targets are instantiated")];
+        let Some(n) = inst.node_of(t) else {
+            out.push(Row {
+                target: pipeline.targets[t].name.clone(),
+                metrics: None,
+            });
+            continue;
+        };
+        let node = &inst.nodes[n];
         let valid = match &store {
             Some(s) => {
                 s.db.is_valid(&node.path)

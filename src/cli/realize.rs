@@ -150,8 +150,29 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             }).collect::<Vec<_>>(),
         }));
     } else {
+        // The store paths on stdout (for scripts); where to look on stderr (for people).
         for &r in &valid_roots {
             println!("{}", store.path_of(&plan.inst.nodes[r].path).display());
+        }
+        if !args.no_link && !valid_roots.is_empty() {
+            for &r in &valid_roots {
+                let name = &pipeline.targets[plan.inst.nodes[r].target].name;
+                let link = args.results.join(name);
+                let metrics = link.join("metrics.json");
+                if store
+                    .path_of(&plan.inst.nodes[r].path)
+                    .join("metrics.json")
+                    .exists()
+                {
+                    eprintln!(
+                        "result: {} (metrics: {})",
+                        link.display(),
+                        metrics.display()
+                    );
+                } else {
+                    eprintln!("result: {}", link.display());
+                }
+            }
         }
     }
     if summary.interrupted {

@@ -24,7 +24,11 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
     let (pipeline, registry) = ctx.load()?;
-    let chosen = pipeline.select(&args.targets)?;
+    let selected = pipeline.select(&args.targets)?;
+    // Targets whose source data is absent here are reported as not realized.
+    let (chosen, unavailable): (Vec<usize>, Vec<usize>) = selected
+        .iter()
+        .partition(|&&t| pipeline.missing_sources(t).is_empty());
     let store = ctx
         .open_store_read_only()?
         .ok_or_else(|| Error::Usage(format!("there is no store at `{}`", ctx.store.display())))?;
@@ -49,6 +53,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<(), Error> {
             &store,
             name,
             valid.then_some(path.as_str()),
+        )?);
+    }
+    for t in unavailable {
+        evals.push(report::eval_report(
+            &store,
+            &pipeline.targets[t].name,
+            None,
         )?);
     }
     let rows: Vec<metrics::Row> = evals

@@ -202,6 +202,30 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// The sources in the closure of target `t` whose data is not where the pipeline says.
+    /// Read-only views (`metrics`, `report`) show such targets as not realized instead of
+    /// failing, as `realize` rightly does.
+    pub fn missing_sources(&self, t: usize) -> Vec<&Source> {
+        let mut out: Vec<&Source> = Vec::new();
+        for c in super::instantiate::closure_order(self, &[t]) {
+            for (_, input) in &self.targets[c].inputs {
+                if let TargetInput::Source(name) = input {
+                    let src = &self.sources[name.as_str()];
+                    let present = src.path.exists()
+                        && src
+                            .files
+                            .iter()
+                            .flatten()
+                            .all(|f| src.path.join(f).exists());
+                    if !present && !out.iter().any(|s| s.name == src.name) {
+                        out.push(src);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The targets (by index) whose stage is `stage`.
     pub fn stage_targets(&self, stage: &str) -> Result<&[usize], PipelineError> {
         self.stages

@@ -35,13 +35,15 @@ impl Size {
 ///
 /// *Differs* from spec §5.7 (3): measured on the can-train-and-test sample, three epochs of
 /// ~10 steps leave a distilled student still predicting the majority class (its loss is
-/// dominated by matching the teacher's soft targets), while 8 epochs bring teacher, student
-/// and student_nokd to test F1 1.0; the whole demo stays far inside its 10-minute budget.
-pub const QUICK_EPOCHS: usize = 8;
+/// dominated by matching the teacher's soft targets). On the shipped demo, 8 epochs gave the
+/// distilled student test F1 0.973 against the teacher's 1.0 (inside the 0.03 the demo must
+/// meet, but only just); 10 and 12 epochs both gave 0.993. The whole demo stays far inside its
+/// 10-minute budget.
+pub const QUICK_EPOCHS: usize = 10;
 
 /// Curriculum ramp of the `quick` profile (spec: 3), half the quick epochs so that patience,
 /// which counts only after the ramp, can still act.
-pub const QUICK_RAMP: usize = 4;
+pub const QUICK_RAMP: usize = 5;
 
 /// Budget profile (spec §5.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -267,14 +267,13 @@ impl Curve {
     }
 }
 
+/// Points of a curve, `(x, y)`.
+pub type Points = Vec<(f64, f64)>;
+
 /// ROC points `(FPR, TPR)` from `(0, 0)`, and precision–recall points `(recall, precision)`,
 /// one per distinct score (descending), thinned to at most `max_points` each (endpoints kept):
 /// what a report needs to draw the curves. `None` if a class is absent.
-pub fn curves(
-    labels: &[u8],
-    scores: &[f64],
-    max_points: usize,
-) -> Option<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+pub fn curves(labels: &[u8], scores: &[f64], max_points: usize) -> Option<(Points, Points)> {
     let c = Curve::new(labels, scores)?;
     let (p, n) = (c.n_pos as f64, c.n_neg as f64);
     let mut roc = vec![(0.0, 0.0)];
@@ -287,7 +286,7 @@ pub fn curves(
 }
 
 /// At most `max` evenly spaced points of `v`, first and last included.
-fn thin(v: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+fn thin(v: Points, max: usize) -> Points {
     if v.len() <= max || max < 2 {
         return v;
     }
