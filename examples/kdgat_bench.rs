@@ -21,6 +21,7 @@ use kdbuild::train::model::config::Size;
 use kdbuild::train::model::fusion::{FusionModel, QConfig, QNet};
 use kdbuild::train::model::gat::{Gat, GatConfig};
 use kdbuild::train::model::gatconv::Kernel;
+use kdbuild::train::model::infer::{Engine, Workspace};
 use kdbuild::train::model::init::{ParamStore, rng};
 use kdbuild::train::model::kd::{class_weights, weighted_ce};
 use kdbuild::train::model::layers::Mode;
@@ -242,11 +243,47 @@ fn infer(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         batch_graphs: bsz,
     };
     let idx = all(&set);
+    if !args.iter().any(|a| a == "--engine") {
+        let run = || -> Result<usize, Box<dyn std::error::Error>> {
+            let states = scoring.states(&vgae, &gat, &set, &idx)?;
+            let decisions = fusion.score(&states, &dev)?;
+            Ok(decisions.iter().filter(|d| d.1).count())
+        };
+        let (dt, cpu) = timed(reps, run)?;
+        report("candle", size, bsz, set.len(), dt, cpu);
+    }
+    // The inference engine on the same models; its decisions checked against candle's.
+    let mut engine = Engine::new(&vgae, &gat, &fusion)?;
+    engine.batch_graphs = arg(args, "--engine-batch", "32").parse()?;
+    let mut ws = Workspace::default();
+    let want = fusion.score(&scoring.states(&vgae, &gat, &set, &idx)?, &dev)?;
+    let states = engine.states(&mut ws, &set, &idx)?;
+    let got = engine.score(&mut ws, &states);
+    let same = want.iter().zip(&got).filter(|(a, b)| a.1 == b.1).count();
+    let dmax = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a.0 - b.0).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "engine ({}): {same}/{} decisions equal candle's, largest score difference {dmax:.2e}",
+        engine.isa().as_str(),
+        want.len()
+    );
     let run = || -> Result<usize, Box<dyn std::error::Error>> {
-        let states = scoring.states(&vgae, &gat, &set, &idx)?;
-        let decisions = fusion.score(&states, &dev)?;
-        Ok(decisions.iter().filter(|d| d.1).count())
+        let states = engine.states(&mut ws, &set, &idx)?;
+        Ok(engine.score(&mut ws, &states).iter().filter(|d| d.1).count())
     };
+    let (dt, cpu) = timed(reps, run)?;
+    report("engine", size, engine.batch_graphs, set.len(), dt, cpu);
+    Ok(())
+}
+
+/// Wall and CPU seconds per call of `run`, after one warm-up call.
+fn timed(
+    reps: usize,
+    mut run: impl FnMut() -> Result<usize, Box<dyn std::error::Error>>,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     run()?;
     let t0 = Instant::now();
     let c0 = cpu_seconds();
@@ -254,19 +291,21 @@ fn infer(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         run()?;
     }
     let dt = t0.elapsed().as_secs_f64() / reps as f64;
-    let cpu = (cpu_seconds() - c0) / reps as f64;
-    let wps = set.len() as f64 / dt;
+    Ok((dt, (cpu_seconds() - c0) / reps as f64))
+}
+
+/// One result line, parsed by `benches/infer.sh`.
+fn report(path: &str, size: Size, bsz: usize, windows: usize, dt: f64, cpu: f64) {
+    let wps = windows as f64 / dt;
     println!(
-        "candle {} inference (VGAE + GAT + fusion, {} threads, batch {bsz}): {} windows in {:.1} ms: {:.0} windows/s = {:.0}x real time (40 windows/s); CPU {:.1} ms",
+        "{path} {} inference (VGAE + GAT + fusion, {} threads, batch {bsz}): {windows} windows in {:.1} ms: {:.0} windows/s = {:.0}x real time (40 windows/s); CPU {:.1} ms",
         size.as_str(),
         candle_core::utils::get_num_threads(),
-        set.len(),
         dt * 1e3,
         wps,
         wps / 40.0,
         cpu * 1e3
     );
-    Ok(())
 }
 
 fn train_vgae(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {

@@ -150,8 +150,8 @@ impl QConfig {
 /// as [O1]'s `nn.Sequential`.
 pub struct QNet {
     pub cfg: QConfig,
-    blocks: Vec<(Linear, LayerNorm)>,
-    out: Linear,
+    pub(crate) blocks: Vec<(Linear, LayerNorm)>,
+    pub(crate) out: Linear,
     dropout: Dropout,
 }
 
@@ -191,7 +191,7 @@ impl QNet {
 /// The MLP ablation: `15 → 64 → 32 → 1`, ReLU and Dropout(0.2) after each hidden layer;
 /// names `net.0`, `net.3`, `net.6`.
 pub struct FusionMlp {
-    layers: [Linear; 3],
+    pub(crate) layers: [Linear; 3],
     dropout: Dropout,
 }
 

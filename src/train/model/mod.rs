@@ -6,6 +6,7 @@
 //! | [`layers`] | embedding, linear, BatchNorm, LayerNorm, dropout, mean pool |
 //! | [`batch`] | PyG-style graph batching, UNK replacement, attention edge lists; [`batch::Splits`], [`batch::Scoring`] (eval-mode passes, one `impl` beside each model) |
 //! | [`gatconv`] | `GATConv` (composed `index_add` kernel and a fused custom op) |
+//! | [`infer`] | the inference engine: the evaluation-mode pipeline on packed weights and reused buffers |
 //! | [`gat`], [`vgae`], [`fusion`] | the three models, PyTorch names |
 //! | [`kd`] | weighted CE and the distillation losses |
 //! | [`curriculum`] | the GAT's per-epoch sampling |
@@ -31,6 +32,7 @@ pub mod eval;
 pub mod fusion;
 pub mod gat;
 pub mod gatconv;
+pub mod infer;
 pub mod init;
 pub mod kd;
 pub mod layers;

@@ -171,12 +171,12 @@ pub struct VgaeOutput {
 pub struct Vgae {
     pub cfg: VgaeConfig,
     pub id_embedding: Embedding,
-    encoder: Vec<(GatConv, BatchNorm)>,
-    z_mean: Linear,
+    pub(crate) encoder: Vec<(GatConv, BatchNorm)>,
+    pub(crate) z_mean: Linear,
     z_logvar: Linear,
-    decoder: Vec<(GatConv, Option<BatchNorm>)>,
-    canid_classifier: Linear,
-    nbr: [Linear; 3],
+    pub(crate) decoder: Vec<(GatConv, Option<BatchNorm>)>,
+    pub(crate) canid_classifier: Linear,
+    pub(crate) nbr: [Linear; 3],
     dropout: Dropout,
 }
 

@@ -1,0 +1,276 @@
+//! One `GATConv` layer in evaluation mode on plain buffers: `h = x·Wᵀ` by the packed
+//! microkernels, then one pass per target node for the edge softmax, the aggregation and the
+//! epilogue `act(scale·(agg) + shift)` — the bias, an evaluation-mode BatchNorm and the
+//! activation folded into one per-channel affine map and one function.
+//!
+//! The first layer of a model reads `[embedding(id), 10 features]`; its product is split as
+//! `emb(id)·W_eᵀ + feats·W_fᵀ`, and the first term is a table computed once per ID when the
+//! engine is built ([`Init::Table`]), so the layer's inner dimension drops to 10.
+
+use super::kernels::{ABuf, Init, Isa, NR, Packed, dot16, fast_exp, matmul, sigmoid};
+use crate::train::model::gatconv::GatConv;
+use crate::train::model::layers::BatchNorm;
+
+/// The attention edge list of a batch, grouped by target (the same list as
+/// [`crate::train::model::gatconv::GatGraph`]: existing self-loops removed, one added per node,
+/// last among the node's incoming edges).
+#[derive(Debug, Default)]
+pub struct Csr {
+    pub num_nodes: usize,
+    /// `dst_ptr[i]..dst_ptr[i+1]` index the edges entering node `i`.
+    pub dst_ptr: Vec<u32>,
+    /// Source node of each edge.
+    pub src: Vec<u32>,
+}
+
+impl Csr {
+    /// Rebuilds the list from window edges `(src, dst)` (batch-global indices), reusing the
+    /// allocations.
+    pub fn rebuild(&mut self, num_nodes: usize, src: &[u32], dst: &[u32]) {
+        self.num_nodes = num_nodes;
+        self.dst_ptr.clear();
+        self.dst_ptr.resize(num_nodes + 1, 0);
+        for (&s, &d) in src.iter().zip(dst) {
+            if s != d {
+                self.dst_ptr[d as usize + 1] += 1;
+            }
+        }
+        for i in 0..num_nodes {
+            self.dst_ptr[i + 1] += self.dst_ptr[i] + 1;
+        }
+        let e = self.dst_ptr[num_nodes] as usize;
+        self.src.clear();
+        self.src.resize(e, 0);
+        let mut fill: Vec<u32> = self.dst_ptr[..num_nodes].to_vec();
+        for (&s, &d) in src.iter().zip(dst) {
+            if s != d {
+                self.src[fill[d as usize] as usize] = s;
+                fill[d as usize] += 1;
+            }
+        }
+        for (i, f) in fill.iter().enumerate() {
+            self.src[*f as usize] = i as u32;
+        }
+    }
+}
+
+/// The layer's activation after the affine epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Relu,
+    Sigmoid,
+}
+
+/// A packed `GATConv` (no edge features).
+pub struct PackedConv {
+    pub heads: usize,
+    pub channels: usize,
+    /// `W` (or, for a first layer, its feature columns), no bias.
+    lin: Packed,
+    /// First layer: per-ID rows `emb(id)·W_eᵀ`, stride `lin.npad`.
+    table: Option<ABuf>,
+    /// `att_src` then `att_dst`, `[2·H·C]`.
+    att: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    act: Act,
+}
+
+impl PackedConv {
+    /// Packs `conv`; `bn` folds an evaluation-mode BatchNorm after the bias; `embedding`
+    /// (`[num_ids, E]`, row-major) makes this a first layer whose input is `[emb(id), x]`.
+    pub fn new(
+        conv: &GatConv,
+        bn: Option<&BatchNorm>,
+        act: Act,
+        embedding: Option<(&[f32], usize)>,
+    ) -> candle_core::Result<PackedConv> {
+        if conv.lin_edge.is_some() {
+            candle_core::bail!("the inference engine has no edge-feature attention");
+        }
+        let (h, c) = (conv.cfg.heads, conv.cfg.channels);
+        let hc = h * c;
+        let inp = conv.cfg.in_dim;
+        let w = conv.lin.flatten_all()?.to_vec1::<f32>()?;
+        let (lin, table) = match embedding {
+            None => (Packed::new(&w, hc, inp, None), None),
+            Some((emb, e)) => {
+                if e >= inp || emb.len() % e != 0 {
+                    candle_core::bail!("first layer: embedding width {e} vs input {inp}");
+                }
+                let feat_k = inp - e;
+                let wf: Vec<f32> = (0..hc)
+                    .flat_map(|j| w[j * inp + e..(j + 1) * inp].iter().copied())
+                    .collect();
+                let lin = Packed::new(&wf, hc, feat_k, None);
+                let ids = emb.len() / e;
+                let mut t = ABuf::zeros(ids * lin.npad);
+                let tv = t.as_mut_slice();
+                for id in 0..ids {
+                    let row = &emb[id * e..(id + 1) * e];
+                    for j in 0..hc {
+                        let mut acc = 0f32;
+                        for (kk, &v) in row.iter().enumerate() {
+                            acc = v.mul_add(w[j * inp + kk], acc);
+                        }
+                        tv[id * lin.npad + j] = acc;
+                    }
+                }
+                (lin, Some(t))
+            }
+        };
+        let mut att = conv.att_src.flatten_all()?.to_vec1::<f32>()?;
+        att.extend(conv.att_dst.flatten_all()?.to_vec1::<f32>()?);
+        let bias = conv.bias.to_vec1::<f32>()?;
+        let (scale, shift) = match bn {
+            None => (vec![1f32; hc], bias),
+            Some(bn) => {
+                let (s, t) = bn.eval_affine()?;
+                let shift = bias.iter().zip(&s).zip(&t).map(|((b, s), t)| s * b + t);
+                (s.clone(), shift.collect())
+            }
+        };
+        Ok(PackedConv {
+            heads: h,
+            channels: c,
+            lin,
+            table,
+            att,
+            scale,
+            shift,
+            act,
+        })
+    }
+
+    /// Output width `H·C`.
+    pub fn width(&self) -> usize {
+        self.heads * self.channels
+    }
+
+    /// Row stride of this layer's output buffers.
+    pub fn stride(&self) -> usize {
+        self.lin.npad
+    }
+
+    /// `x` (`m` rows of stride `ldx`; for a first layer the 10 features, with `ids`) →
+    /// `out` (`m` rows of stride [`PackedConv::stride`]). `h` and `scores` are scratch.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn forward(
+        &self,
+        isa: Isa,
+        g: &Csr,
+        x: &[f32],
+        ldx: usize,
+        ids: &[u32],
+        h: &mut ABuf,
+        scores: &mut Vec<f32>,
+        out: &mut ABuf,
+    ) {
+        let (m, ld) = (g.num_nodes, self.lin.npad);
+        let init = match &self.table {
+            Some(t) => Init::Table {
+                table: t.as_slice(),
+                ld,
+                ids,
+            },
+            None => Init::Bias,
+        };
+        let hbuf = h.grow(m * ld);
+        matmul(isa, m, x, ldx, &self.lin, init, false, hbuf, ld);
+        self.attend(g, h.as_slice(), scores, out.grow(m * ld));
+    }
+
+    /// Edge softmax, aggregation and epilogue for every node. The edge logits of the whole
+    /// batch are shifted by their target's maximum and exponentiated in one flat pass, which
+    /// vectorises (a node has only a few incoming edges, so per-node loops would not).
+    #[inline(always)]
+    fn attend(&self, g: &Csr, h: &[f32], scores: &mut Vec<f32>, out: &mut [f32]) {
+        let (hh, c, ld) = (self.heads, self.channels, self.lin.npad);
+        let hc = hh * c;
+        let n = g.num_nodes;
+        let e = g.src.len();
+        // Node scores s_src, s_dst [N, H] each, then the edge weights [E, H].
+        scores.clear();
+        scores.resize(2 * n * hh + e * hh + hh, 0.0);
+        let (ss, rest) = scores.split_at_mut(n * hh);
+        let (sd, rest) = rest.split_at_mut(n * hh);
+        let (alpha, mx) = rest.split_at_mut(e * hh);
+        let (a_src, a_dst) = self.att.split_at(hc);
+        for i in 0..n {
+            for k in 0..hh {
+                let row = &h[i * ld + k * c..i * ld + (k + 1) * c];
+                ss[i * hh + k] = dot16(row, &a_src[k * c..(k + 1) * c]);
+                sd[i * hh + k] = dot16(row, &a_dst[k * c..(k + 1) * c]);
+            }
+        }
+        for i in 0..n {
+            let (e0, e1) = (g.dst_ptr[i] as usize, g.dst_ptr[i + 1] as usize);
+            let di = &sd[i * hh..(i + 1) * hh];
+            for (ed, &j) in (e0..e1).zip(&g.src[e0..e1]) {
+                let sj = &ss[j as usize * hh..(j as usize + 1) * hh];
+                for ((a, &s), &d) in alpha[ed * hh..(ed + 1) * hh].iter_mut().zip(sj).zip(di) {
+                    let u = s + d;
+                    *a = if u > 0.0 { u } else { 0.2 * u };
+                }
+            }
+            // Shift by the per-head maximum.
+            let mx = &mut mx[..hh];
+            mx.fill(f32::NEG_INFINITY);
+            let rows = &mut alpha[e0 * hh..e1 * hh];
+            for row in rows.chunks_exact(hh) {
+                for (m, &v) in mx.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
+            for row in rows.chunks_exact_mut(hh) {
+                for (v, &m) in row.iter_mut().zip(mx.iter()) {
+                    *v -= m;
+                }
+            }
+        }
+        for a in alpha.iter_mut() {
+            *a = fast_exp(*a);
+        }
+        for i in 0..n {
+            let (e0, e1) = (g.dst_ptr[i] as usize, g.dst_ptr[i + 1] as usize);
+            let o = &mut out[i * ld..i * ld + hc];
+            for k in 0..hh {
+                let mut sum = 0f32;
+                for ed in e0..e1 {
+                    sum += alpha[ed * hh + k];
+                }
+                let inv = 1.0 / (sum + 1e-16);
+                let ok = &mut o[k * c..(k + 1) * c];
+                let at = |ed: usize| {
+                    let j = g.src[ed] as usize;
+                    (alpha[ed * hh + k] * inv, &h[j * ld + k * c..j * ld + (k + 1) * c])
+                };
+                let (a0, h0) = at(e0);
+                for (v, &u) in ok.iter_mut().zip(h0) {
+                    *v = a0 * u;
+                }
+                for ed in e0 + 1..e1 {
+                    let (a, hj) = at(ed);
+                    for (v, &u) in ok.iter_mut().zip(hj) {
+                        *v += a * u;
+                    }
+                }
+            }
+            let (sc, sh) = (&self.scale[..hc], &self.shift[..hc]);
+            match self.act {
+                Act::Relu => {
+                    for ((v, &s), &t) in o.iter_mut().zip(sc).zip(sh) {
+                        *v = (*v * s + t).max(0.0);
+                    }
+                }
+                Act::Sigmoid => {
+                    for ((v, &s), &t) in o.iter_mut().zip(sc).zip(sh) {
+                        *v = sigmoid(*v * s + t);
+                    }
+                }
+            }
+        }
+        debug_assert!(ld >= hc && ld % NR == 0);
+    }
+}
