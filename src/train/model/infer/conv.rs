@@ -7,7 +7,9 @@
 //! `emb(id)·W_eᵀ + feats·W_fᵀ`, and the first term is a table computed once per ID when the
 //! engine is built ([`Init::Table`]), so the layer's inner dimension drops to 10.
 
-use super::kernels::{ABuf, Init, Isa, NR, Packed, dot16, fast_exp, matmul, sigmoid};
+use super::kernels::{
+    ABuf, Init, Isa, NR, Packed, aggregate, fast_exp, heads_of, matmul, sigmoid,
+};
 use crate::train::model::gatconv::GatConv;
 use crate::train::model::layers::BatchNorm;
 
@@ -65,15 +67,16 @@ pub enum Act {
 pub struct PackedConv {
     pub heads: usize,
     pub channels: usize,
-    /// `W` (or, for a first layer, its feature columns), no bias.
+    /// `W` with the attention rows appended, `[H·C + 2H, in]` (for a first layer only its
+    /// feature columns), no bias: a row of `h` is `[x·Wᵀ, s_src, s_dst]`.
     lin: Packed,
     /// First layer: per-ID rows `emb(id)·W_eᵀ`, stride `lin.npad`.
     table: Option<ABuf>,
-    /// `att_src` then `att_dst`, `[2·H·C]`.
-    att: Vec<f32>,
     scale: Vec<f32>,
     shift: Vec<f32>,
     act: Act,
+    /// Head of each channel, for [`aggregate`].
+    heads_of: Vec<i32>,
 }
 
 impl PackedConv {
@@ -91,24 +94,40 @@ impl PackedConv {
         let (h, c) = (conv.cfg.heads, conv.cfg.channels);
         let hc = h * c;
         let inp = conv.cfg.in_dim;
-        let w = conv.lin.flatten_all()?.to_vec1::<f32>()?;
+        let mut w = conv.lin.flatten_all()?.to_vec1::<f32>()?;
+        // The attention logits' node terms as 2H more output rows of `W`:
+        // `s_src[i, k] = h[i, k, :]·a_src[k] = x[i]·(Σ_c a_src[k, c]·W[kC + c, :])`.
+        let a_src = conv.att_src.flatten_all()?.to_vec1::<f32>()?;
+        let a_dst = conv.att_dst.flatten_all()?.to_vec1::<f32>()?;
+        for a in [&a_src, &a_dst] {
+            for k in 0..h {
+                for col in 0..inp {
+                    let mut acc = 0f32;
+                    for ch in 0..c {
+                        acc = a[k * c + ch].mul_add(w[(k * c + ch) * inp + col], acc);
+                    }
+                    w.push(acc);
+                }
+            }
+        }
+        let rows = hc + 2 * h;
         let (lin, table) = match embedding {
-            None => (Packed::new(&w, hc, inp, None), None),
+            None => (Packed::new(&w, rows, inp, None), None),
             Some((emb, e)) => {
                 if e >= inp || emb.len() % e != 0 {
                     candle_core::bail!("first layer: embedding width {e} vs input {inp}");
                 }
                 let feat_k = inp - e;
-                let wf: Vec<f32> = (0..hc)
+                let wf: Vec<f32> = (0..rows)
                     .flat_map(|j| w[j * inp + e..(j + 1) * inp].iter().copied())
                     .collect();
-                let lin = Packed::new(&wf, hc, feat_k, None);
+                let lin = Packed::new(&wf, rows, feat_k, None);
                 let ids = emb.len() / e;
                 let mut t = ABuf::zeros(ids * lin.npad);
                 let tv = t.as_mut_slice();
                 for id in 0..ids {
                     let row = &emb[id * e..(id + 1) * e];
-                    for j in 0..hc {
+                    for j in 0..rows {
                         let mut acc = 0f32;
                         for (kk, &v) in row.iter().enumerate() {
                             acc = v.mul_add(w[j * inp + kk], acc);
@@ -119,8 +138,6 @@ impl PackedConv {
                 (lin, Some(t))
             }
         };
-        let mut att = conv.att_src.flatten_all()?.to_vec1::<f32>()?;
-        att.extend(conv.att_dst.flatten_all()?.to_vec1::<f32>()?);
         let bias = conv.bias.to_vec1::<f32>()?;
         let (scale, shift) = match bn {
             None => (vec![1f32; hc], bias),
@@ -135,10 +152,10 @@ impl PackedConv {
             channels: c,
             lin,
             table,
-            att,
             scale,
             shift,
             act,
+            heads_of: heads_of(h, c),
         })
     }
 
@@ -178,37 +195,26 @@ impl PackedConv {
         };
         let hbuf = h.grow(m * ld);
         matmul(isa, m, x, ldx, &self.lin, init, false, hbuf, ld);
-        self.attend(g, h.as_slice(), scores, out.grow(m * ld));
+        self.attend(isa, g, h.as_slice(), scores, out.grow(m * ld));
     }
 
     /// Edge softmax, aggregation and epilogue for every node. The edge logits of the whole
     /// batch are shifted by their target's maximum and exponentiated in one flat pass, which
     /// vectorises (a node has only a few incoming edges, so per-node loops would not).
     #[inline(always)]
-    fn attend(&self, g: &Csr, h: &[f32], scores: &mut Vec<f32>, out: &mut [f32]) {
-        let (hh, c, ld) = (self.heads, self.channels, self.lin.npad);
-        let hc = hh * c;
+    fn attend(&self, isa: Isa, g: &Csr, h: &[f32], alpha: &mut Vec<f32>, out: &mut [f32]) {
+        let (hh, ld) = (self.heads, self.lin.npad);
+        let hc = hh * self.channels;
         let n = g.num_nodes;
         let e = g.src.len();
-        // Node scores s_src, s_dst [N, H] each, then the edge weights [E, H].
-        scores.clear();
-        scores.resize(2 * n * hh + e * hh + hh, 0.0);
-        let (ss, rest) = scores.split_at_mut(n * hh);
-        let (sd, rest) = rest.split_at_mut(n * hh);
-        let (alpha, mx) = rest.split_at_mut(e * hh);
-        let (a_src, a_dst) = self.att.split_at(hc);
-        for i in 0..n {
-            for k in 0..hh {
-                let row = &h[i * ld + k * c..i * ld + (k + 1) * c];
-                ss[i * hh + k] = dot16(row, &a_src[k * c..(k + 1) * c]);
-                sd[i * hh + k] = dot16(row, &a_dst[k * c..(k + 1) * c]);
-            }
-        }
+        alpha.clear();
+        alpha.resize(e * hh + hh, 0.0);
+        let (alpha, mx) = alpha.split_at_mut(e * hh);
         for i in 0..n {
             let (e0, e1) = (g.dst_ptr[i] as usize, g.dst_ptr[i + 1] as usize);
-            let di = &sd[i * hh..(i + 1) * hh];
+            let di = &h[i * ld + hc + hh..i * ld + hc + 2 * hh];
             for (ed, &j) in (e0..e1).zip(&g.src[e0..e1]) {
-                let sj = &ss[j as usize * hh..(j as usize + 1) * hh];
+                let sj = &h[j as usize * ld + hc..j as usize * ld + hc + hh];
                 for ((a, &s), &d) in alpha[ed * hh..(ed + 1) * hh].iter_mut().zip(sj).zip(di) {
                     let u = s + d;
                     *a = if u > 0.0 { u } else { 0.2 * u };
@@ -232,42 +238,43 @@ impl PackedConv {
         for a in alpha.iter_mut() {
             *a = fast_exp(*a);
         }
+        let relu = self.act == Act::Relu;
         for i in 0..n {
             let (e0, e1) = (g.dst_ptr[i] as usize, g.dst_ptr[i + 1] as usize);
-            let o = &mut out[i * ld..i * ld + hc];
-            for k in 0..hh {
-                let mut sum = 0f32;
-                for ed in e0..e1 {
-                    sum += alpha[ed * hh + k];
-                }
-                let inv = 1.0 / (sum + 1e-16);
-                let ok = &mut o[k * c..(k + 1) * c];
-                let at = |ed: usize| {
-                    let j = g.src[ed] as usize;
-                    (alpha[ed * hh + k] * inv, &h[j * ld + k * c..j * ld + (k + 1) * c])
-                };
-                let (a0, h0) = at(e0);
-                for (v, &u) in ok.iter_mut().zip(h0) {
-                    *v = a0 * u;
-                }
-                for ed in e0 + 1..e1 {
-                    let (a, hj) = at(ed);
-                    for (v, &u) in ok.iter_mut().zip(hj) {
-                        *v += a * u;
-                    }
+            let rows = &mut alpha[e0 * hh..e1 * hh];
+            let sum = &mut mx[..hh];
+            sum.fill(0.0);
+            for row in rows.chunks_exact(hh) {
+                for (s, &v) in sum.iter_mut().zip(row) {
+                    *s += v;
                 }
             }
-            let (sc, sh) = (&self.scale[..hc], &self.shift[..hc]);
-            match self.act {
-                Act::Relu => {
-                    for ((v, &s), &t) in o.iter_mut().zip(sc).zip(sh) {
-                        *v = (*v * s + t).max(0.0);
-                    }
+            for s in sum.iter_mut() {
+                *s = 1.0 / (*s + 1e-16);
+            }
+            for row in rows.chunks_exact_mut(hh) {
+                for (v, &inv) in row.iter_mut().zip(sum.iter()) {
+                    *v *= inv;
                 }
-                Act::Sigmoid => {
-                    for ((v, &s), &t) in o.iter_mut().zip(sc).zip(sh) {
-                        *v = sigmoid(*v * s + t);
-                    }
+            }
+            let o = &mut out[i * ld..i * ld + hc];
+            aggregate(
+                isa,
+                hh,
+                self.channels,
+                &self.heads_of,
+                h,
+                ld,
+                &g.src[e0..e1],
+                rows,
+                &self.scale,
+                &self.shift,
+                relu,
+                o,
+            );
+            if self.act == Act::Sigmoid {
+                for v in o.iter_mut() {
+                    *v = sigmoid(*v);
                 }
             }
         }

@@ -293,6 +293,91 @@ fn matmul_portable(
     }
 }
 
+/// The head of each of `heads·channels` channels, padded to a multiple of 16 with the last
+/// head: the lane map [`aggregate`] takes.
+pub fn heads_of(heads: usize, channels: usize) -> Vec<i32> {
+    let hc = heads * channels;
+    (0..hc.div_ceil(NR) * NR)
+        .map(|c| (c.min(hc - 1) / channels) as i32)
+        .collect()
+}
+
+/// One node's attention aggregation and epilogue:
+/// `out[c] = act(scale[c]·Σ_e α[e, head(c)]·h[src_e, c] + shift[c])` for `c < hc`, where
+/// `head(c) = c / channels` (given in `heads_of`, one entry per channel rounded up to a
+/// multiple of 16, see [`heads_of`]), `α` holds `heads` normalised weights per edge (in `src` order)
+/// and `h` rows have stride `ld`. `act` is ReLU (`x > 0 ? x : 0`) if `relu`, else the
+/// identity. Every path multiplies and adds separately, the first edge's product starting
+/// the sum, so all give the same bits.
+///
+/// Panics if a buffer is too small.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn aggregate(
+    isa: Isa,
+    heads: usize,
+    channels: usize,
+    heads_of: &[i32],
+    h: &[f32],
+    ld: usize,
+    src: &[u32],
+    alpha: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+    out: &mut [f32],
+) {
+    let hc = heads * channels;
+    assert!(heads_of.len() >= hc.div_ceil(NR) * NR, "aggregate: head map");
+    assert!(!src.is_empty() && alpha.len() >= src.len() * heads, "aggregate: edges");
+    assert!(scale.len() >= hc && shift.len() >= hc && out.len() >= hc, "aggregate: widths");
+    for &j in src {
+        assert!((j as usize) * ld + hc <= h.len(), "aggregate: source row out of range");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && heads <= NR {
+        assert!(isa.is_available(), "AVX-512 requested on a CPU without it");
+        // SAFETY: the features were checked; every row read lies in `h` (checked above),
+        // `alpha` holds `heads` values per edge, `scale`, `shift` and `out` `hc` values.
+        unsafe {
+            x86::aggregate_avx512(
+                heads,
+                channels,
+                heads_of.as_ptr(),
+                h.as_ptr(),
+                ld,
+                src,
+                alpha.as_ptr(),
+                scale.as_ptr(),
+                shift.as_ptr(),
+                relu,
+                out.as_mut_ptr(),
+            )
+        };
+        return;
+    }
+    let _ = isa;
+    for k in 0..heads {
+        let r = k * channels..(k + 1) * channels;
+        let o = &mut out[r.clone()];
+        let j0 = src[0] as usize * ld;
+        let a0 = alpha[k];
+        for (v, &u) in o.iter_mut().zip(&h[j0 + r.start..j0 + r.end]) {
+            *v = a0 * u;
+        }
+        for (e, &j) in src.iter().enumerate().skip(1) {
+            let (a, j) = (alpha[e * heads + k], j as usize * ld);
+            for (v, &u) in o.iter_mut().zip(&h[j + r.start..j + r.end]) {
+                *v += a * u;
+            }
+        }
+    }
+    for ((v, &s), &t) in out[..hc].iter_mut().zip(scale).zip(shift) {
+        let y = *v * s + t;
+        *v = if relu { if y > 0.0 { y } else { 0.0 } } else { y };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The microkernels. A tile of `MR` rows × `NV` panels keeps its `MR·NV` accumulators in
@@ -425,6 +510,59 @@ mod x86 {
         }
     }
 
+    /// [`super::aggregate`] on 16-channel blocks: each block's sum stays in a register across
+    /// the edges; a block may span two heads, so each edge's weights are spread over the
+    /// block's lanes by a permutation.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `heads ≤ 16`; the buffer contract of [`super::aggregate`].
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn aggregate_avx512(
+        heads: usize,
+        channels: usize,
+        heads_of: *const i32,
+        h: *const f32,
+        ld: usize,
+        src: &[u32],
+        alpha: *const f32,
+        scale: *const f32,
+        shift: *const f32,
+        relu: bool,
+        out: *mut f32,
+    ) {
+        let _ = channels;
+        let hc = heads * channels;
+        let amask: __mmask16 = ((1u32 << heads) - 1) as __mmask16;
+        let zero = _mm512_setzero_ps();
+        let mut c0 = 0;
+        // SAFETY: lanes beyond `hc` are masked off; rows and weights per the contract.
+        unsafe {
+            while c0 < hc {
+                let lanes = (hc - c0).min(NR);
+                let m: __mmask16 = ((1u32 << lanes) - 1) as __mmask16;
+                let idx = _mm512_loadu_si512(heads_of.add(c0) as *const _);
+                let wt = |e: usize| {
+                    _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(amask, alpha.add(e * heads)))
+                };
+                let row = |j: u32| _mm512_maskz_loadu_ps(m, h.add(j as usize * ld + c0));
+                let mut acc = _mm512_mul_ps(wt(0), row(src[0]));
+                for (e, &j) in src.iter().enumerate().skip(1) {
+                    acc = _mm512_add_ps(acc, _mm512_mul_ps(wt(e), row(j)));
+                }
+                let s = _mm512_maskz_loadu_ps(m, scale.add(c0));
+                let t = _mm512_maskz_loadu_ps(m, shift.add(c0));
+                let mut y = _mm512_add_ps(_mm512_mul_ps(acc, s), t);
+                if relu {
+                    // `max(y, 0)` returns its second operand for ±0 and NaN: `y > 0 ? y : 0`.
+                    y = _mm512_max_ps(y, zero);
+                }
+                _mm512_mask_storeu_ps(out.add(c0), m, y);
+                c0 += NR;
+            }
+        }
+    }
+
     /// # Safety
     /// AVX2 and FMA must be available; the buffer contract of [`matmul_avx512`].
     #[target_feature(enable = "avx2,fma")]
@@ -536,14 +674,19 @@ pub fn fast_exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    // `max`/`min` rather than `clamp`, and the exponent taken from the bits of `t` rather
+    // than by a (saturating) float-to-int cast: both vectorise.
+    let x = x.max(-87.0).min(88.0);
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67 + r * (0.041_666_6 + r * (0.008_333_452 + r * 0.001_388_89)))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // bits(t) = bits(MAGIC) + n for the integer n = round(x·log2 e), |n| ≤ 127.
+    let e = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
+    p * f32::from_bits(e)
 }
 
 /// `ln(1 + e^{−|x|})` as `2·atanh(y/(2+y))`, `y = e^{−|x|}` (the candle path's formula).
@@ -626,7 +769,11 @@ pub fn max16(v: &[f32]) -> f32 {
     for (l, &x) in rem.iter().enumerate() {
         acc[l] = acc[l].max(x);
     }
-    acc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    let mut m = f32::NEG_INFINITY;
+    for x in acc {
+        m = m.max(x);
+    }
+    m
 }
 
 #[cfg(test)]

@@ -249,7 +249,9 @@ impl GatNet {
                     }
                 }
                 let inv = 1.0 / (e - s).max(1) as f32;
-                pooled.iter_mut().for_each(|p| *p *= inv);
+                for p in pooled.iter_mut() {
+                    *p *= inv;
+                }
             }
             col += w;
         }
