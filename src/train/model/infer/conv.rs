@@ -91,6 +91,9 @@ impl PackedConv {
         if conv.lin_edge.is_some() {
             candle_core::bail!("the inference engine has no edge-feature attention");
         }
+        if conv.cfg.heads > NR {
+            candle_core::bail!("the inference engine takes at most {NR} attention heads");
+        }
         let (h, c) = (conv.cfg.heads, conv.cfg.channels);
         let hc = h * c;
         let inp = conv.cfg.in_dim;
@@ -198,64 +201,54 @@ impl PackedConv {
         self.attend(isa, g, h.as_slice(), scores, out.grow(m * ld));
     }
 
-    /// Edge softmax, aggregation and epilogue for every node. The edge logits of the whole
-    /// batch are shifted by their target's maximum and exponentiated in one flat pass, which
-    /// vectorises (a node has only a few incoming edges, so per-node loops would not).
+    /// Edge softmax, aggregation and epilogue, node by node. The per-head quantities live in
+    /// 16-lane arrays (heads ≤ 16), so the loops over them vectorise to one register.
     #[inline(always)]
-    fn attend(&self, isa: Isa, g: &Csr, h: &[f32], alpha: &mut Vec<f32>, out: &mut [f32]) {
+    fn attend(&self, isa: Isa, g: &Csr, h: &[f32], w: &mut Vec<f32>, out: &mut [f32]) {
         let (hh, ld) = (self.heads, self.lin.npad);
         let hc = hh * self.channels;
-        let n = g.num_nodes;
-        let e = g.src.len();
-        alpha.clear();
-        alpha.resize(e * hh + hh, 0.0);
-        let (alpha, mx) = alpha.split_at_mut(e * hh);
-        for i in 0..n {
-            let (e0, e1) = (g.dst_ptr[i] as usize, g.dst_ptr[i + 1] as usize);
-            let di = &h[i * ld + hc + hh..i * ld + hc + 2 * hh];
-            for (ed, &j) in (e0..e1).zip(&g.src[e0..e1]) {
-                let sj = &h[j as usize * ld + hc..j as usize * ld + hc + hh];
-                for ((a, &s), &d) in alpha[ed * hh..(ed + 1) * hh].iter_mut().zip(sj).zip(di) {
-                    let u = s + d;
-                    *a = if u > 0.0 { u } else { 0.2 * u };
-                }
-            }
-            // Shift by the per-head maximum.
-            let mx = &mut mx[..hh];
-            mx.fill(f32::NEG_INFINITY);
-            let rows = &mut alpha[e0 * hh..e1 * hh];
-            for row in rows.chunks_exact(hh) {
-                for (m, &v) in mx.iter_mut().zip(row) {
-                    *m = m.max(v);
-                }
-            }
-            for row in rows.chunks_exact_mut(hh) {
-                for (v, &m) in row.iter_mut().zip(mx.iter()) {
-                    *v -= m;
-                }
-            }
-        }
-        for a in alpha.iter_mut() {
-            *a = fast_exp(*a);
-        }
         let relu = self.act == Act::Relu;
-        for i in 0..n {
+        let max_deg = (0..g.num_nodes)
+            .map(|i| (g.dst_ptr[i + 1] - g.dst_ptr[i]) as usize)
+            .max()
+            .unwrap_or(0);
+        if w.len() < max_deg * NR {
+            w.resize(max_deg * NR, 0.0);
+        }
+        for i in 0..g.num_nodes {
             let (e0, e1) = (g.dst_ptr[i] as usize, g.dst_ptr[i + 1] as usize);
-            let rows = &mut alpha[e0 * hh..e1 * hh];
-            let sum = &mut mx[..hh];
-            sum.fill(0.0);
-            for row in rows.chunks_exact(hh) {
-                for (s, &v) in sum.iter_mut().zip(row) {
-                    *s += v;
+            let src = &g.src[e0..e1];
+            let w = &mut w[..src.len() * NR];
+            let mut di = [0f32; NR];
+            let row = &h[i * ld + hc + hh..i * ld + hc + 2 * hh];
+            for l in 0..hh {
+                di[l] = row[l];
+            }
+            // Logits `LeakyReLU(s_src[j] + s_dst[i])` and their per-head maximum.
+            let mut mx = [f32::NEG_INFINITY; NR];
+            for (t, &j) in src.iter().enumerate() {
+                let sj = &h[j as usize * ld + hc..j as usize * ld + hc + hh];
+                let mut lg = [0f32; NR];
+                for l in 0..hh {
+                    lg[l] = sj[l];
+                }
+                for l in 0..NR {
+                    let u = lg[l] + di[l];
+                    lg[l] = if u > 0.0 { u } else { 0.2 * u };
+                    mx[l] = mx[l].max(lg[l]);
+                }
+                w[t * NR..(t + 1) * NR].copy_from_slice(&lg);
+            }
+            let mut sum = [0f32; NR];
+            for lg in w.chunks_exact_mut(NR) {
+                for l in 0..NR {
+                    lg[l] = fast_exp(lg[l] - mx[l]);
+                    sum[l] += lg[l];
                 }
             }
-            for s in sum.iter_mut() {
-                *s = 1.0 / (*s + 1e-16);
-            }
-            for row in rows.chunks_exact_mut(hh) {
-                for (v, &inv) in row.iter_mut().zip(sum.iter()) {
-                    *v *= inv;
-                }
+            let mut inv = [0f32; NR];
+            for l in 0..NR {
+                inv[l] = 1.0 / (sum[l] + 1e-16);
             }
             let o = &mut out[i * ld..i * ld + hc];
             aggregate(
@@ -265,8 +258,9 @@ impl PackedConv {
                 &self.heads_of,
                 h,
                 ld,
-                &g.src[e0..e1],
-                rows,
+                src,
+                w,
+                &inv,
                 &self.scale,
                 &self.shift,
                 relu,

@@ -303,14 +303,15 @@ pub fn heads_of(heads: usize, channels: usize) -> Vec<i32> {
 }
 
 /// One node's attention aggregation and epilogue:
-/// `out[c] = act(scale[c]·Σ_e α[e, head(c)]·h[src_e, c] + shift[c])` for `c < hc`, where
-/// `head(c) = c / channels` (given in `heads_of`, one entry per channel rounded up to a
-/// multiple of 16, see [`heads_of`]), `α` holds `heads` normalised weights per edge (in `src` order)
-/// and `h` rows have stride `ld`. `act` is ReLU (`x > 0 ? x : 0`) if `relu`, else the
-/// identity. Every path multiplies and adds separately, the first edge's product starting
-/// the sum, so all give the same bits.
+/// `out[c] = act((Σ_e w[e, head(c)]·h[src_e, c])·inv[head(c)]·scale[c] + shift[c])` for
+/// `c < hc = heads·channels`, where `w` holds one row of 16 lanes (the first `heads` used)
+/// per edge in `src` order — the softmax numerators — and `inv` the reciprocal of their sums;
+/// `head(c)` comes from `heads_of` ([`heads_of`]); `h` rows have stride `ld`. `act` is ReLU
+/// (`x > 0 ? x : 0`) if `relu`, else the identity. Every path multiplies and adds
+/// separately in the same order, the first edge's product starting the sum, so all give
+/// the same bits.
 ///
-/// Panics if a buffer is too small.
+/// Panics if a buffer is too small or `heads > 16`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn aggregate(
@@ -321,33 +322,36 @@ pub fn aggregate(
     h: &[f32],
     ld: usize,
     src: &[u32],
-    alpha: &[f32],
+    w: &[f32],
+    inv: &[f32; NR],
     scale: &[f32],
     shift: &[f32],
     relu: bool,
     out: &mut [f32],
 ) {
     let hc = heads * channels;
+    assert!(heads <= NR, "aggregate: at most {NR} heads");
     assert!(heads_of.len() >= hc.div_ceil(NR) * NR, "aggregate: head map");
-    assert!(!src.is_empty() && alpha.len() >= src.len() * heads, "aggregate: edges");
+    assert!(!src.is_empty() && w.len() >= src.len() * NR, "aggregate: edges");
     assert!(scale.len() >= hc && shift.len() >= hc && out.len() >= hc, "aggregate: widths");
     for &j in src {
         assert!((j as usize) * ld + hc <= h.len(), "aggregate: source row out of range");
     }
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && heads <= NR {
+    if isa == Isa::Avx512 {
         assert!(isa.is_available(), "AVX-512 requested on a CPU without it");
-        // SAFETY: the features were checked; every row read lies in `h` (checked above),
-        // `alpha` holds `heads` values per edge, `scale`, `shift` and `out` `hc` values.
+        // SAFETY: the features were checked; every row read lies in `h` (checked above), `w`
+        // holds 16 values per edge, `heads_of` a whole number of 16-lane blocks covering
+        // `hc`, `scale`, `shift` and `out` `hc` values (lanes beyond are masked).
         unsafe {
             x86::aggregate_avx512(
-                heads,
-                channels,
+                hc,
                 heads_of.as_ptr(),
                 h.as_ptr(),
                 ld,
                 src,
-                alpha.as_ptr(),
+                w.as_ptr(),
+                inv,
                 scale.as_ptr(),
                 shift.as_ptr(),
                 relu,
@@ -361,20 +365,21 @@ pub fn aggregate(
         let r = k * channels..(k + 1) * channels;
         let o = &mut out[r.clone()];
         let j0 = src[0] as usize * ld;
-        let a0 = alpha[k];
+        let w0 = w[k];
         for (v, &u) in o.iter_mut().zip(&h[j0 + r.start..j0 + r.end]) {
-            *v = a0 * u;
+            *v = w0 * u;
         }
         for (e, &j) in src.iter().enumerate().skip(1) {
-            let (a, j) = (alpha[e * heads + k], j as usize * ld);
+            let (a, j) = (w[e * NR + k], j as usize * ld);
             for (v, &u) in o.iter_mut().zip(&h[j + r.start..j + r.end]) {
                 *v += a * u;
             }
         }
-    }
-    for ((v, &s), &t) in out[..hc].iter_mut().zip(scale).zip(shift) {
-        let y = *v * s + t;
-        *v = if relu { if y > 0.0 { y } else { 0.0 } } else { y };
+        let (sc, sh) = (&scale[r.clone()], &shift[r]);
+        for ((v, &s), &t) in o.iter_mut().zip(sc).zip(sh) {
+            let y = *v * inv[k] * s + t;
+            *v = if relu { if y > 0.0 { y } else { 0.0 } } else { y };
+        }
     }
 }
 
@@ -515,36 +520,32 @@ mod x86 {
     /// block's lanes by a permutation.
     ///
     /// # Safety
-    /// AVX-512F must be available; `heads ≤ 16`; the buffer contract of [`super::aggregate`].
+    /// AVX-512F must be available; the buffer contract of [`super::aggregate`].
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn aggregate_avx512(
-        heads: usize,
-        channels: usize,
+        hc: usize,
         heads_of: *const i32,
         h: *const f32,
         ld: usize,
         src: &[u32],
-        alpha: *const f32,
+        w: *const f32,
+        inv: &[f32; NR],
         scale: *const f32,
         shift: *const f32,
         relu: bool,
         out: *mut f32,
     ) {
-        let _ = channels;
-        let hc = heads * channels;
-        let amask: __mmask16 = ((1u32 << heads) - 1) as __mmask16;
         let zero = _mm512_setzero_ps();
         let mut c0 = 0;
         // SAFETY: lanes beyond `hc` are masked off; rows and weights per the contract.
         unsafe {
+            let inv = _mm512_loadu_ps(inv.as_ptr());
             while c0 < hc {
                 let lanes = (hc - c0).min(NR);
                 let m: __mmask16 = ((1u32 << lanes) - 1) as __mmask16;
                 let idx = _mm512_loadu_si512(heads_of.add(c0) as *const _);
-                let wt = |e: usize| {
-                    _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(amask, alpha.add(e * heads)))
-                };
+                let wt = |e: usize| _mm512_permutexvar_ps(idx, _mm512_loadu_ps(w.add(e * NR)));
                 let row = |j: u32| _mm512_maskz_loadu_ps(m, h.add(j as usize * ld + c0));
                 let mut acc = _mm512_mul_ps(wt(0), row(src[0]));
                 for (e, &j) in src.iter().enumerate().skip(1) {
@@ -552,7 +553,8 @@ mod x86 {
                 }
                 let s = _mm512_maskz_loadu_ps(m, scale.add(c0));
                 let t = _mm512_maskz_loadu_ps(m, shift.add(c0));
-                let mut y = _mm512_add_ps(_mm512_mul_ps(acc, s), t);
+                let scaled = _mm512_mul_ps(_mm512_mul_ps(acc, _mm512_permutexvar_ps(idx, inv)), s);
+                let mut y = _mm512_add_ps(scaled, t);
                 if relu {
                     // `max(y, 0)` returns its second operand for ±0 and NaN: `y > 0 ? y : 0`.
                     y = _mm512_max_ps(y, zero);
