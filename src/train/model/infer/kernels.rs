@@ -732,8 +732,12 @@ pub fn sum16_map(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             acc[l] += f(ch[l]);
         }
     }
-    for (l, &x) in rem.iter().enumerate() {
-        acc[l] += f(x);
+    // The tail as one more (masked) chunk, so that `f` runs vectorised there too.
+    let mut tail = [0f32; 16];
+    tail[..rem.len()].copy_from_slice(rem);
+    for l in 0..16 {
+        let y = f(tail[l]);
+        acc[l] += if l < rem.len() { y } else { 0.0 };
     }
     reduce16(acc)
 }
