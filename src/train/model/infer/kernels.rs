@@ -679,13 +679,15 @@ pub fn fast_exp(x: f32) -> f32 {
     // `max`/`min` rather than `clamp`, and the exponent taken from the bits of `t` rather
     // than by a (saturating) float-to-int cast: both vectorise.
     let x = x.max(-87.0).min(88.0);
-    let t = x * LOG2E + MAGIC;
+    // Fused multiply-adds (`mul_add` rounds once on every path, in hardware where the engine
+    // runs, so the bits do not depend on the instruction set).
+    let t = x.mul_add(LOG2E, MAGIC);
     let n = t - MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67 + r * (0.041_666_6 + r * (0.008_333_452 + r * 0.001_388_89)))));
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let mut p = 0.001_388_89f32;
+    for c in [0.008_333_452, 0.041_666_6, 0.166_666_67, 0.5, 1.0, 1.0] {
+        p = p.mul_add(r, c);
+    }
     // bits(t) = bits(MAGIC) + n for the integer n = round(x·log2 e), |n| ≤ 127.
     let e = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
     p * f32::from_bits(e)
@@ -697,11 +699,11 @@ pub fn softplus_neg_abs(x: f32) -> f32 {
     let y = fast_exp(-x.abs());
     let s = y / (2.0 + y);
     let s2 = s * s;
-    2.0 * s
-        * (1.0
-            + s2 * (1.0 / 3.0
-                + s2 * (1.0 / 5.0
-                    + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 / 13.0))))))
+    let mut p = 1.0f32 / 13.0;
+    for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = p.mul_add(s2, c);
+    }
+    2.0 * s * p
 }
 
 /// `1 / (1 + e^{−x})`.
