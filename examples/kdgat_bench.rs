@@ -254,7 +254,7 @@ fn infer(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
     // The inference engine on the same models; its decisions checked against candle's.
     let mut engine = Engine::new(&vgae, &gat, &fusion)?;
-    engine.batch_graphs = arg(args, "--engine-batch", "32").parse()?;
+    engine.batch_graphs = arg(args, "--engine-batch", "16").parse()?;
     let mut ws = Workspace::default();
     let want = fusion.score(&scoring.states(&vgae, &gat, &set, &idx)?, &dev)?;
     let states = engine.states(&mut ws, &set, &idx)?;

@@ -62,9 +62,21 @@ mod tests {
         };
         let kinds = ["kdgat.vgae", "kdgat.gat", "kdgat.dqn", "kdgat.eval"];
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/train/model");
+        let mut files = Vec::new();
         for e in std::fs::read_dir(dir).unwrap() {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            if name == "synth.rs" {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if e.file_type().unwrap().is_dir() {
+                for f in std::fs::read_dir(e.path()).unwrap() {
+                    let f = f.unwrap().file_name().into_string().unwrap();
+                    files.push(format!("{name}/{f}"));
+                }
+            } else {
+                files.push(name);
+            }
+        }
+        for name in files {
+            if name == "synth.rs" || name.ends_with("/tests.rs") {
                 continue; // test and benchmark fixtures: no stage runs them
             }
             let path = format!("src/train/model/{name}");

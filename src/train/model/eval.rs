@@ -6,6 +6,10 @@
 //! Thresholds: the VGAE's comes from val (Youden, or the normal p99 when val lacks a class) and
 //! is reused everywhere; the GAT predicts `p1 > 0.5`; fusion `score > 0.5` by the fused rule.
 //! Nothing here draws random numbers, so the same inputs give a byte-identical `metrics.json`.
+//!
+//! On the CPU the windows are scored by the inference engine ([`super::infer`]), whose
+//! results do not depend on the instruction set or batch size; elsewhere (and for models with
+//! edge features) by the candle models.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,7 +24,8 @@ use serde::Serialize;
 
 use super::batch::{Scoring, Splits, all};
 use super::config::{Common, Keys, common};
-use super::fusion::FusionModel;
+use super::fusion::{FusionModel, State};
+use super::infer::{Engine, Workspace};
 use super::metrics::{Metrics, ThresholdMethod, score_f64, vgae_threshold};
 use super::vgae::Vgae;
 use crate::train::data::graphs::GraphSet;
@@ -115,15 +120,45 @@ struct Scored {
     fused: Vec<f64>,
 }
 
-fn score_split(
-    set: &GraphSet,
-    vgae: &Vgae,
-    gat: &Gat,
-    fusion: &FusionModel,
-    scoring: &Scoring,
-) -> Result<Scored, TrainError> {
-    let states = scoring.states(vgae, gat, set, &all(set))?;
-    let fused = fusion.score(&states, &scoring.device)?;
+/// How a split is scored: by the inference engine where it applies (CPU models without edge
+/// features), else by the candle models.
+enum Scorer<'a> {
+    Engine(Engine, Workspace),
+    Candle {
+        vgae: &'a Vgae,
+        gat: &'a Gat,
+        fusion: &'a FusionModel,
+        scoring: &'a Scoring,
+    },
+}
+
+impl Scorer<'_> {
+    fn states_and_decisions(
+        &mut self,
+        set: &GraphSet,
+    ) -> Result<(Vec<State>, Vec<(f32, bool)>), TrainError> {
+        Ok(match self {
+            Scorer::Engine(engine, ws) => {
+                let states = engine.states(ws, set, &all(set))?;
+                let fused = engine.score(ws, &states);
+                (states, fused)
+            }
+            Scorer::Candle {
+                vgae,
+                gat,
+                fusion,
+                scoring,
+            } => {
+                let states = scoring.states(vgae, gat, set, &all(set))?;
+                let fused = fusion.score(&states, &scoring.device)?;
+                (states, fused)
+            }
+        })
+    }
+}
+
+fn score_split(set: &GraphSet, scorer: &mut Scorer) -> Result<Scored, TrainError> {
+    let (states, fused) = scorer.states_and_decisions(set)?;
     Ok(Scored {
         y: set.y.clone(),
         vgae: states
@@ -165,7 +200,17 @@ pub fn evaluate(
     }
     let mut tests: Vec<&(String, GraphSet)> = data.tests.iter().collect();
     tests.sort_by(|a, b| a.0.cmp(&b.0));
-    let val = score_split(&data.val, vgae, gat, fusion, scoring)?;
+    let mut scorer = if scoring.device.is_cpu() && Engine::applies(vgae, gat) {
+        Scorer::Engine(Engine::new(vgae, gat, fusion)?, Workspace::default())
+    } else {
+        Scorer::Candle {
+            vgae,
+            gat,
+            fusion,
+            scoring,
+        }
+    };
+    let val = score_split(&data.val, &mut scorer)?;
     let (vthr, vmethod) = vgae_threshold(&val.y, &val.vgae);
     let models: [ModelRule; 3] = [
         ("vgae", |s| &s.vgae, vthr, vmethod),
@@ -177,7 +222,7 @@ pub fn evaluate(
     for (name, set) in &tests {
         scored.push((
             name,
-            score_split(set, vgae, gat, fusion, scoring)?,
+            score_split(set, &mut scorer)?,
             Some(set),
         ));
     }

@@ -96,7 +96,7 @@ impl Engine {
             vgae: VgaeNet::new(vgae)?,
             gat: GatNet::new(gat)?,
             fusion: FusionNet::new(fusion)?,
-            batch_graphs: 32,
+            batch_graphs: 16,
         })
     }
 
