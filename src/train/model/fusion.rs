@@ -71,7 +71,7 @@ pub fn reward(action: usize, s: &State, y: u8, fn_cost: f32) -> f32 {
 
 /// Builds a state from its parts (spec §5.6).
 /// `z` are the graph's `μ` values (N×L), `logits` its two GAT logits, `g` its pooled embedding.
-#[inline]
+#[inline(always)]
 pub fn state(recon: f32, nbr: f32, canid: f32, z: &[f32], logits: [f32; 2], g: &[f32]) -> State {
     // Sums in eight interleaved f64 lanes combined in a fixed order: deterministic, and not
     // one long chain of dependent additions (these stats were a twentieth of inference).
