@@ -272,7 +272,11 @@ fn infer(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     );
     let run = || -> Result<usize, Box<dyn std::error::Error>> {
         let states = engine.states(&mut ws, &set, &idx)?;
-        Ok(engine.score(&mut ws, &states).iter().filter(|d| d.1).count())
+        Ok(engine
+            .score(&mut ws, &states)
+            .iter()
+            .filter(|d| d.1)
+            .count())
     };
     let (dt, cpu) = timed(reps, run)?;
     report("engine", size, engine.batch_graphs, set.len(), dt, cpu);

@@ -120,10 +120,13 @@ struct Scored {
     fused: Vec<f64>,
 }
 
+/// `(fused score, attack)` per window.
+type Decisions = Vec<(f32, bool)>;
+
 /// How a split is scored: by the inference engine where it applies (CPU models without edge
 /// features), else by the candle models.
 enum Scorer<'a> {
-    Engine(Engine, Workspace),
+    Engine(Box<(Engine, Workspace)>),
     Candle {
         vgae: &'a Vgae,
         gat: &'a Gat,
@@ -136,9 +139,10 @@ impl Scorer<'_> {
     fn states_and_decisions(
         &mut self,
         set: &GraphSet,
-    ) -> Result<(Vec<State>, Vec<(f32, bool)>), TrainError> {
+    ) -> Result<(Vec<State>, Decisions), TrainError> {
         Ok(match self {
-            Scorer::Engine(engine, ws) => {
+            Scorer::Engine(e) => {
+                let (engine, ws) = &mut **e;
                 let states = engine.states(ws, set, &all(set))?;
                 let fused = engine.score(ws, &states);
                 (states, fused)
@@ -201,7 +205,10 @@ pub fn evaluate(
     let mut tests: Vec<&(String, GraphSet)> = data.tests.iter().collect();
     tests.sort_by(|a, b| a.0.cmp(&b.0));
     let mut scorer = if scoring.device.is_cpu() && Engine::applies(vgae, gat) {
-        Scorer::Engine(Engine::new(vgae, gat, fusion)?, Workspace::default())
+        Scorer::Engine(Box::new((
+            Engine::new(vgae, gat, fusion)?,
+            Workspace::default(),
+        )))
     } else {
         Scorer::Candle {
             vgae,
@@ -220,11 +227,7 @@ pub fn evaluate(
     // (split, scores, set) in report order: val first, then tests sorted.
     let mut scored: Vec<(&str, Scored, Option<&GraphSet>)> = vec![("val", val, None)];
     for (name, set) in &tests {
-        scored.push((
-            name,
-            score_split(set, &mut scorer)?,
-            Some(set),
-        ));
+        scored.push((name, score_split(set, &mut scorer)?, Some(set)));
     }
     let mut csv = String::from("dataset,variant,seed,model,split,file,metric,value\n");
     let mut models_json = Map::new();

@@ -7,9 +7,7 @@
 //! `emb(id)·W_eᵀ + feats·W_fᵀ`, and the first term is a table computed once per ID when the
 //! engine is built ([`Init::Table`]), so the layer's inner dimension drops to 10.
 
-use super::kernels::{
-    ABuf, Init, Isa, NR, Packed, aggregate, fast_exp, heads_of, matmul, sigmoid,
-};
+use super::kernels::{ABuf, Init, Isa, NR, Packed, aggregate, fast_exp, heads_of, matmul, sigmoid};
 use crate::train::model::gatconv::GatConv;
 use crate::train::model::layers::BatchNorm;
 

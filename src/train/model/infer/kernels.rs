@@ -202,7 +202,10 @@ pub fn matmul(
         return;
     }
     let (k, npad) = (w.k, w.npad);
-    assert!(lda >= k && a.len() >= (m - 1) * lda + k, "matmul: `a` too small");
+    assert!(
+        lda >= k && a.len() >= (m - 1) * lda + k,
+        "matmul: `a` too small"
+    );
     assert!(
         ldc >= npad && c.len() >= (m - 1) * ldc + npad,
         "matmul: `c` too small"
@@ -229,13 +232,42 @@ pub fn matmul(
             // stays inside `a` (rows < m, cols < k), `c` (rows < m, cols < npad), the panels
             // (npad/16 panels of k×16) and the init rows (checked above), as `matmul_x86`
             // documents.
-            unsafe { x86::matmul_avx512(m, k, a.as_ptr(), lda, b, npad / NR, rows, relu, c.as_mut_ptr(), ldc) }
+            unsafe {
+                x86::matmul_avx512(
+                    m,
+                    k,
+                    a.as_ptr(),
+                    lda,
+                    b,
+                    npad / NR,
+                    rows,
+                    relu,
+                    c.as_mut_ptr(),
+                    ldc,
+                )
+            }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            assert!(isa.is_available(), "AVX2/FMA requested on a CPU without them");
+            assert!(
+                isa.is_available(),
+                "AVX2/FMA requested on a CPU without them"
+            );
             // SAFETY: as above.
-            unsafe { x86::matmul_avx2(m, k, a.as_ptr(), lda, b, npad / NR, rows, relu, c.as_mut_ptr(), ldc) }
+            unsafe {
+                x86::matmul_avx2(
+                    m,
+                    k,
+                    a.as_ptr(),
+                    lda,
+                    b,
+                    npad / NR,
+                    rows,
+                    relu,
+                    c.as_mut_ptr(),
+                    ldc,
+                )
+            }
         }
         _ => matmul_portable(m, a, lda, w, init, relu, c, ldc),
     }
@@ -331,11 +363,23 @@ pub fn aggregate(
 ) {
     let hc = heads * channels;
     assert!(heads <= NR, "aggregate: at most {NR} heads");
-    assert!(heads_of.len() >= hc.div_ceil(NR) * NR, "aggregate: head map");
-    assert!(!src.is_empty() && w.len() >= src.len() * NR, "aggregate: edges");
-    assert!(scale.len() >= hc && shift.len() >= hc && out.len() >= hc, "aggregate: widths");
+    assert!(
+        heads_of.len() >= hc.div_ceil(NR) * NR,
+        "aggregate: head map"
+    );
+    assert!(
+        !src.is_empty() && w.len() >= src.len() * NR,
+        "aggregate: edges"
+    );
+    assert!(
+        scale.len() >= hc && shift.len() >= hc && out.len() >= hc,
+        "aggregate: widths"
+    );
     for &j in src {
-        assert!((j as usize) * ld + hc <= h.len(), "aggregate: source row out of range");
+        assert!(
+            (j as usize) * ld + hc <= h.len(),
+            "aggregate: source row out of range"
+        );
     }
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
@@ -378,7 +422,11 @@ pub fn aggregate(
         let (sc, sh) = (&scale[r.clone()], &shift[r]);
         for ((v, &s), &t) in o.iter_mut().zip(sc).zip(sh) {
             let y = *v * inv[k] * s + t;
-            *v = if relu { if y > 0.0 { y } else { 0.0 } } else { y };
+            *v = if relu {
+                if y > 0.0 { y } else { 0.0 }
+            } else {
+                y
+            };
         }
     }
 }
@@ -457,13 +505,46 @@ mod x86 {
             let c = c.add(i * ldc);
             let mut p = 0;
             while p + NV512 <= panels {
-                tile512::<MR, NV512>(k, a, lda, b.add(p * k * NR), k * NR, &init, p * NR, relu, c, ldc);
+                tile512::<MR, NV512>(
+                    k,
+                    a,
+                    lda,
+                    b.add(p * k * NR),
+                    k * NR,
+                    &init,
+                    p * NR,
+                    relu,
+                    c,
+                    ldc,
+                );
                 p += NV512;
             }
             match panels - p {
                 0 => {}
-                1 => tile512::<MR, 1>(k, a, lda, b.add(p * k * NR), k * NR, &init, p * NR, relu, c, ldc),
-                _ => tile512::<MR, 2>(k, a, lda, b.add(p * k * NR), k * NR, &init, p * NR, relu, c, ldc),
+                1 => tile512::<MR, 1>(
+                    k,
+                    a,
+                    lda,
+                    b.add(p * k * NR),
+                    k * NR,
+                    &init,
+                    p * NR,
+                    relu,
+                    c,
+                    ldc,
+                ),
+                _ => tile512::<MR, 2>(
+                    k,
+                    a,
+                    lda,
+                    b.add(p * k * NR),
+                    k * NR,
+                    &init,
+                    p * NR,
+                    relu,
+                    c,
+                    ldc,
+                ),
             }
         }
     }
@@ -508,7 +589,11 @@ mod x86 {
             let zero = _mm512_setzero_ps();
             for r in 0..MR {
                 for v in 0..NV {
-                    let x = if relu { _mm512_max_ps(acc[r][v], zero) } else { acc[r][v] };
+                    let x = if relu {
+                        _mm512_max_ps(acc[r][v], zero)
+                    } else {
+                        acc[r][v]
+                    };
                     _mm512_storeu_ps(c.add(r * ldc + col + v * NR), x);
                 }
             }
@@ -659,7 +744,11 @@ mod x86 {
             let zero = _mm256_setzero_ps();
             for r in 0..MR {
                 for v in 0..2 {
-                    let x = if relu { _mm256_max_ps(acc[r][v], zero) } else { acc[r][v] };
+                    let x = if relu {
+                        _mm256_max_ps(acc[r][v], zero)
+                    } else {
+                        acc[r][v]
+                    };
                     _mm256_storeu_ps(c.add(r * ldc + col + v * 8), x);
                 }
             }
@@ -678,6 +767,7 @@ pub fn fast_exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
     // `max`/`min` rather than `clamp`, and the exponent taken from the bits of `t` rather
     // than by a (saturating) float-to-int cast: both vectorise.
+    #[allow(clippy::manual_clamp)] // `clamp` does not vectorise (it asserts min ≤ max)
     let x = x.max(-87.0).min(88.0);
     // Fused multiply-adds (`mul_add` rounds once on every path, in hardware where the engine
     // runs, so the bits do not depend on the instruction set).
@@ -811,7 +901,13 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        for &(m, k, n) in &[(1, 1, 1), (7, 10, 40), (17, 33, 100), (8, 48, 48), (13, 5, 16)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 10, 40),
+            (17, 33, 100),
+            (8, 48, 48),
+            (13, 5, 16),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();

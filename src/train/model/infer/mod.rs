@@ -18,6 +18,10 @@
 //! | [`conv`] | the attention edge list and one packed `GATConv` layer |
 //! | [`nets`] | the VGAE, GAT and fusion model packed from trained candle models |
 
+// Lane loops index several fixed-size arrays by the same lane, and short copies stay loops
+// (a `copy_from_slice` of a few values is a `memcpy` call): both written so they vectorise.
+#![allow(clippy::needless_range_loop, clippy::manual_memcpy)]
+
 pub mod conv;
 pub mod kernels;
 pub mod nets;

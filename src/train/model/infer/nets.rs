@@ -61,7 +61,11 @@ impl VgaeNet {
             .decoder
             .iter()
             .map(|(conv, bn)| {
-                let act = if bn.is_some() { Act::Relu } else { Act::Sigmoid };
+                let act = if bn.is_some() {
+                    Act::Relu
+                } else {
+                    Act::Sigmoid
+                };
                 PackedConv::new(conv, bn.as_ref(), act, None)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -108,7 +112,17 @@ impl VgaeNet {
             (x, ldx) = (cur.as_slice(), conv.stride());
         }
         let mu = out.mu.grow(n * self.mu.npad);
-        matmul(isa, n, x, ldx, &self.mu, Init::Bias, false, mu, self.mu.npad);
+        matmul(
+            isa,
+            n,
+            x,
+            ldx,
+            &self.mu,
+            Init::Bias,
+            false,
+            mu,
+            self.mu.npad,
+        );
         ws.a = cur;
         let (mu, ldm) = (out.mu.as_slice(), self.mu.npad);
         // Decoder: the reconstruction of the 10 features.
@@ -146,16 +160,47 @@ impl VgaeNet {
         // Neighbourhood BCE: Σ_k softplus terms minus the logits of the neighbours' IDs.
         let [q0, q1] = &mut out.q;
         let l0 = q0.grow(n * self.nbr[0].npad);
-        matmul(isa, n, mu, ldm, &self.nbr[0], Init::Bias, true, l0, self.nbr[0].npad);
+        matmul(
+            isa,
+            n,
+            mu,
+            ldm,
+            &self.nbr[0],
+            Init::Bias,
+            true,
+            l0,
+            self.nbr[0].npad,
+        );
         let l1 = q1.grow(n * self.nbr[1].npad);
-        matmul(isa, n, q0.as_slice(), self.nbr[0].npad, &self.nbr[1], Init::Bias, true, l1, self.nbr[1].npad);
+        matmul(
+            isa,
+            n,
+            q0.as_slice(),
+            self.nbr[0].npad,
+            &self.nbr[1],
+            Init::Bias,
+            true,
+            l1,
+            self.nbr[1].npad,
+        );
         let ldn = self.nbr[2].npad;
         let logits = out.logits.grow(n * ldn);
-        matmul(isa, n, q1.as_slice(), self.nbr[1].npad, &self.nbr[2], Init::Bias, false, logits, ldn);
+        matmul(
+            isa,
+            n,
+            q1.as_slice(),
+            self.nbr[1].npad,
+            &self.nbr[2],
+            Init::Bias,
+            false,
+            logits,
+            ldn,
+        );
         out.nbr.clear();
         for i in 0..n {
             let row = &logits[i * ldn..i * ldn + k];
-            out.nbr.push(sum16_map(row, |v| v.max(0.0) + softplus_neg_abs(v)));
+            out.nbr
+                .push(sum16_map(row, |v| v.max(0.0) + softplus_neg_abs(v)));
         }
         // Subtract x[a, id(b)] once per distinct target id of each node `a`.
         out.mark.clear();
@@ -218,6 +263,7 @@ impl GatNet {
     }
 
     /// One batch; `starts[b]..starts[b+1]` are graph `b`'s nodes.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn forward(
         &self,
@@ -268,7 +314,11 @@ impl GatNet {
             std::mem::swap(&mut prev, &mut next);
             ldx = lin.npad;
         }
-        let x = if hidden.is_empty() { &out.g[..] } else { prev.as_slice() };
+        let x = if hidden.is_empty() {
+            &out.g[..]
+        } else {
+            prev.as_slice()
+        };
         let c = out.logits.grow(b * last[0].npad);
         matmul(isa, b, x, ldx, &last[0], Init::Bias, false, c, last[0].npad);
         out.fc = [prev, next];
@@ -362,11 +412,41 @@ impl FusionNet {
             }
             FusionNet::Mlp(layers) => {
                 let mut y0 = ABuf::zeros(b * layers[0].npad);
-                matmul(isa, b, &flat, STATE_DIM, &layers[0], Init::Bias, true, y0.as_mut_slice(), layers[0].npad);
+                matmul(
+                    isa,
+                    b,
+                    &flat,
+                    STATE_DIM,
+                    &layers[0],
+                    Init::Bias,
+                    true,
+                    y0.as_mut_slice(),
+                    layers[0].npad,
+                );
                 let mut y1 = ABuf::zeros(b * layers[1].npad);
-                matmul(isa, b, y0.as_slice(), layers[0].npad, &layers[1], Init::Bias, true, y1.as_mut_slice(), layers[1].npad);
+                matmul(
+                    isa,
+                    b,
+                    y0.as_slice(),
+                    layers[0].npad,
+                    &layers[1],
+                    Init::Bias,
+                    true,
+                    y1.as_mut_slice(),
+                    layers[1].npad,
+                );
                 let mut z = ABuf::zeros(b * layers[2].npad);
-                matmul(isa, b, y1.as_slice(), layers[1].npad, &layers[2], Init::Bias, false, z.as_mut_slice(), layers[2].npad);
+                matmul(
+                    isa,
+                    b,
+                    y1.as_slice(),
+                    layers[1].npad,
+                    &layers[2],
+                    Init::Bias,
+                    false,
+                    z.as_mut_slice(),
+                    layers[2].npad,
+                );
                 (0..b)
                     .map(|i| {
                         let p = super::kernels::sigmoid(z.as_slice()[i * layers[2].npad]);

@@ -15,16 +15,27 @@ fn models(size: Size, num_ids: usize, seed: u64) -> (Vgae, Gat, QNet, FusionMlp)
     let sv = ParamStore::new(seed, &dev);
     let vgae = Vgae::new(&VgaeConfig::for_size(size, num_ids), sv.var_builder()).unwrap();
     let mut k = 0f32;
-    for (conv, bn) in vgae.encoder.iter().map(|(c, b)| (c, Some(b))).chain(
-        vgae.decoder.iter().map(|(c, b)| (c, b.as_ref())),
-    ) {
+    for (conv, bn) in vgae
+        .encoder
+        .iter()
+        .map(|(c, b)| (c, Some(b)))
+        .chain(vgae.decoder.iter().map(|(c, b)| (c, b.as_ref())))
+    {
         let n = conv.cfg.out_dim();
         if let Some(bn) = bn {
             k += 1.0;
-            let mean: Vec<f32> = (0..n).map(|i| ((i as f32 + k) * 0.37).sin() * 0.3).collect();
-            let var: Vec<f32> = (0..n).map(|i| 0.5 + ((i as f32 * k) * 0.11).cos().abs()).collect();
-            bn.running_mean.set(&Tensor::new(mean, &dev).unwrap()).unwrap();
-            bn.running_var.set(&Tensor::new(var, &dev).unwrap()).unwrap();
+            let mean: Vec<f32> = (0..n)
+                .map(|i| ((i as f32 + k) * 0.37).sin() * 0.3)
+                .collect();
+            let var: Vec<f32> = (0..n)
+                .map(|i| 0.5 + ((i as f32 * k) * 0.11).cos().abs())
+                .collect();
+            bn.running_mean
+                .set(&Tensor::new(mean, &dev).unwrap())
+                .unwrap();
+            bn.running_var
+                .set(&Tensor::new(var, &dev).unwrap())
+                .unwrap();
         }
     }
     let sg = ParamStore::new(seed + 1, &dev);
