@@ -19,6 +19,24 @@ pub fn pack_linear(l: &Linear) -> candle_core::Result<Packed> {
     Ok(Packed::new(&w, n, k, Some(&b)))
 }
 
+/// `out = act(x·Wᵀ + b)` for `m` rows of stride `ldx`, into `out` grown to fit, ReLU if
+/// `relu`; returns the output's row stride.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn linear(
+    isa: Isa,
+    m: usize,
+    x: &[f32],
+    ldx: usize,
+    w: &Packed,
+    relu: bool,
+    out: &mut ABuf,
+) -> usize {
+    let c = out.grow(m * w.npad);
+    matmul(isa, m, x, ldx, w, Init::Bias, relu, c, w.npad);
+    w.npad
+}
+
 /// `[rows, dim]` of an embedding, row-major.
 fn embedding(t: &candle_core::Tensor) -> candle_core::Result<(Vec<f32>, usize)> {
     let (_, e) = t.dims2()?;
@@ -111,18 +129,7 @@ impl VgaeNet {
             std::mem::swap(&mut cur, &mut ws.b);
             (x, ldx) = (cur.as_slice(), conv.stride());
         }
-        let mu = out.mu.grow(n * self.mu.npad);
-        matmul(
-            isa,
-            n,
-            x,
-            ldx,
-            &self.mu,
-            Init::Bias,
-            false,
-            mu,
-            self.mu.npad,
-        );
+        linear(isa, n, x, ldx, &self.mu, false, &mut out.mu);
         ws.a = cur;
         let (mu, ldm) = (out.mu.as_slice(), self.mu.npad);
         // Decoder: the reconstruction of the 10 features.
@@ -147,9 +154,8 @@ impl VgaeNet {
         ws.a = cur;
         // CAN-ID cross entropy.
         let k = self.num_ids;
-        let ldl = self.canid.npad;
-        let logits = out.logits.grow(n * ldl);
-        matmul(isa, n, mu, ldm, &self.canid, Init::Bias, false, logits, ldl);
+        let ldl = linear(isa, n, mu, ldm, &self.canid, false, &mut out.logits);
+        let logits = out.logits.as_slice();
         out.canid.clear();
         for i in 0..n {
             let row = &logits[i * ldl..i * ldl + k];
@@ -159,43 +165,18 @@ impl VgaeNet {
         }
         // Neighbourhood BCE: Σ_k softplus terms minus the logits of the neighbours' IDs.
         let [q0, q1] = &mut out.q;
-        let l0 = q0.grow(n * self.nbr[0].npad);
-        matmul(
-            isa,
-            n,
-            mu,
-            ldm,
-            &self.nbr[0],
-            Init::Bias,
-            true,
-            l0,
-            self.nbr[0].npad,
-        );
-        let l1 = q1.grow(n * self.nbr[1].npad);
-        matmul(
-            isa,
-            n,
-            q0.as_slice(),
-            self.nbr[0].npad,
-            &self.nbr[1],
-            Init::Bias,
-            true,
-            l1,
-            self.nbr[1].npad,
-        );
-        let ldn = self.nbr[2].npad;
-        let logits = out.logits.grow(n * ldn);
-        matmul(
+        let ld0 = linear(isa, n, mu, ldm, &self.nbr[0], true, q0);
+        let ld1 = linear(isa, n, q0.as_slice(), ld0, &self.nbr[1], true, q1);
+        let ldn = linear(
             isa,
             n,
             q1.as_slice(),
-            self.nbr[1].npad,
+            ld1,
             &self.nbr[2],
-            Init::Bias,
             false,
-            logits,
-            ldn,
+            &mut out.logits,
         );
+        let logits = out.logits.as_slice();
         out.nbr.clear();
         for i in 0..n {
             let row = &logits[i * ldn..i * ldn + k];
@@ -309,18 +290,15 @@ impl GatNet {
         let (hidden, last) = self.fc.split_at(self.fc.len() - 1);
         for (i, lin) in hidden.iter().enumerate() {
             let x = if i == 0 { &out.g[..] } else { prev.as_slice() };
-            let c = next.grow(b * lin.npad);
-            matmul(isa, b, x, ldx, lin, Init::Bias, true, c, lin.npad);
+            ldx = linear(isa, b, x, ldx, lin, true, &mut next);
             std::mem::swap(&mut prev, &mut next);
-            ldx = lin.npad;
         }
         let x = if hidden.is_empty() {
             &out.g[..]
         } else {
             prev.as_slice()
         };
-        let c = out.logits.grow(b * last[0].npad);
-        matmul(isa, b, x, ldx, &last[0], Init::Bias, false, c, last[0].npad);
+        linear(isa, b, x, ldx, &last[0], false, &mut out.logits);
         out.fc = [prev, next];
     }
 }
@@ -374,11 +352,9 @@ impl FusionNet {
                 let (mut x, mut ldx) = (&flat[..], STATE_DIM);
                 let mut cur = std::mem::take(&mut ws.a);
                 for (lin, w, bias) in blocks {
-                    let ld = lin.npad;
-                    let y = ws.b.grow(b * ld);
-                    matmul(isa, b, x, ldx, lin, Init::Bias, false, y, ld);
+                    let ld = linear(isa, b, x, ldx, lin, false, &mut ws.b);
                     let hdim = lin.n;
-                    for row in y.chunks_exact_mut(ld) {
+                    for row in ws.b.as_mut_slice().chunks_exact_mut(ld) {
                         let r = &mut row[..hdim];
                         let mean = sum16_map(r, |v| v) / hdim as f32;
                         let var = sum16_map(r, |v| (v - mean) * (v - mean)) / hdim as f32;
@@ -390,8 +366,8 @@ impl FusionNet {
                     std::mem::swap(&mut cur, &mut ws.b);
                     (x, ldx) = (cur.as_slice(), ld);
                 }
-                let q = ws.h.grow(b * out.npad);
-                matmul(isa, b, x, ldx, out, Init::Bias, false, q, out.npad);
+                linear(isa, b, x, ldx, out, false, &mut ws.h);
+                let q = ws.h.as_slice();
                 let res = states
                     .iter()
                     .enumerate()
@@ -411,45 +387,13 @@ impl FusionNet {
                 res
             }
             FusionNet::Mlp(layers) => {
-                let mut y0 = ABuf::zeros(b * layers[0].npad);
-                matmul(
-                    isa,
-                    b,
-                    &flat,
-                    STATE_DIM,
-                    &layers[0],
-                    Init::Bias,
-                    true,
-                    y0.as_mut_slice(),
-                    layers[0].npad,
-                );
-                let mut y1 = ABuf::zeros(b * layers[1].npad);
-                matmul(
-                    isa,
-                    b,
-                    y0.as_slice(),
-                    layers[0].npad,
-                    &layers[1],
-                    Init::Bias,
-                    true,
-                    y1.as_mut_slice(),
-                    layers[1].npad,
-                );
-                let mut z = ABuf::zeros(b * layers[2].npad);
-                matmul(
-                    isa,
-                    b,
-                    y1.as_slice(),
-                    layers[1].npad,
-                    &layers[2],
-                    Init::Bias,
-                    false,
-                    z.as_mut_slice(),
-                    layers[2].npad,
-                );
+                let (y0, y1, z) = (&mut ws.a, &mut ws.b, &mut ws.h);
+                let ld0 = linear(isa, b, &flat, STATE_DIM, &layers[0], true, y0);
+                let ld1 = linear(isa, b, y0.as_slice(), ld0, &layers[1], true, y1);
+                let ldz = linear(isa, b, y1.as_slice(), ld1, &layers[2], false, z);
                 (0..b)
                     .map(|i| {
-                        let p = super::kernels::sigmoid(z.as_slice()[i * layers[2].npad]);
+                        let p = super::kernels::sigmoid(z.as_slice()[i * ldz]);
                         (p, p > 0.5)
                     })
                     .collect()
