@@ -834,6 +834,46 @@ pub fn sum16_map(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     reduce16(acc)
 }
 
+/// `Σ f(v[i])` over the first `len` values of `v`, whose length is a whole number of
+/// 16-lane chunks (a padded row): every chunk runs whole, the lanes past `len` masked, so
+/// there is no scalar tail. The same sums, in the same order, as [`sum16_map`].
+///
+/// Panics if `v` is not a whole number of chunks or shorter than `len`.
+#[inline(always)]
+pub fn sum16_map_padded(v: &[f32], len: usize, f: impl Fn(f32) -> f32) -> f32 {
+    assert!(v.len().is_multiple_of(16) && len <= v.len(), "a padded row");
+    let mut acc = [0f32; 16];
+    for (c, ch) in v.chunks_exact(16).enumerate() {
+        for l in 0..16 {
+            let y = f(ch[l]);
+            acc[l] += if c * 16 + l < len { y } else { 0.0 };
+        }
+    }
+    reduce16(acc)
+}
+
+/// The maximum of the first `len` values of a padded row (see [`sum16_map_padded`]).
+#[inline(always)]
+pub fn max16_padded(v: &[f32], len: usize) -> f32 {
+    assert!(v.len().is_multiple_of(16) && len <= v.len(), "a padded row");
+    let mut acc = [f32::NEG_INFINITY; 16];
+    for (c, ch) in v.chunks_exact(16).enumerate() {
+        for l in 0..16 {
+            let x = if c * 16 + l < len {
+                ch[l]
+            } else {
+                f32::NEG_INFINITY
+            };
+            acc[l] = if x > acc[l] { x } else { acc[l] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for x in acc {
+        m = if x > m { x } else { m };
+    }
+    m
+}
+
 /// `Σ a[i]·b[i]` with sixteen partial sums (no fused multiply-add: same bits on every ISA).
 #[inline(always)]
 pub fn dot16(a: &[f32], b: &[f32]) -> f32 {
@@ -986,6 +1026,13 @@ mod tests {
         assert!((dot16(&v, &v) - v.iter().map(|x| x * x).sum::<f32>()).abs() < 1e-2);
         assert_eq!(max16(&v), 15.0);
         assert_eq!(max16(&[]), f32::NEG_INFINITY);
+        let mut padded = v.clone();
+        padded.resize(48, 1e30);
+        assert_eq!(
+            sum16_map_padded(&padded, v.len(), |x| x),
+            sum16_map(&v, |x| x)
+        );
+        assert_eq!(max16_padded(&padded, v.len()), 15.0);
         for x in [-100f32, -3.0, 0.0, 2.5, 90.0] {
             let e = x.clamp(-87.0, 88.0).exp();
             assert!((fast_exp(x) - e).abs() <= 1e-6 * e);

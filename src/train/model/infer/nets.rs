@@ -4,7 +4,8 @@
 
 use super::conv::{Act, Csr, PackedConv};
 use super::kernels::{
-    ABuf, Init, Isa, Packed, fast_exp, matmul, max16, softplus_neg_abs, sum16_map,
+    ABuf, Init, Isa, Packed, fast_exp, matmul, max16_padded, softplus_neg_abs, sum16_map,
+    sum16_map_padded,
 };
 use crate::train::model::fusion::{FusionModel, NUM_ACTIONS, STATE_DIM, State, fuse};
 use crate::train::model::gat::Gat;
@@ -158,10 +159,11 @@ impl VgaeNet {
         let logits = out.logits.as_slice();
         out.canid.clear();
         for i in 0..n {
-            let row = &logits[i * ldl..i * ldl + k];
-            let m = max16(row);
-            let lse = m + sum16_map(row, |v| fast_exp(v - m)).ln();
-            out.canid.push(lse - row[ids[i] as usize]);
+            // The whole padded row (`npad` is a multiple of 16), the lanes past `k` masked.
+            let padded = &logits[i * ldl..(i + 1) * ldl];
+            let m = max16_padded(padded, k);
+            let lse = m + sum16_map_padded(padded, k, |v| fast_exp(v - m)).ln();
+            out.canid.push(lse - padded[ids[i] as usize]);
         }
         // Neighbourhood BCE: Σ_k softplus terms minus the logits of the neighbours' IDs.
         let [q0, q1] = &mut out.q;
@@ -179,9 +181,9 @@ impl VgaeNet {
         let logits = out.logits.as_slice();
         out.nbr.clear();
         for i in 0..n {
-            let row = &logits[i * ldn..i * ldn + k];
-            out.nbr
-                .push(sum16_map(row, |v| v.max(0.0) + softplus_neg_abs(v)));
+            let padded = &logits[i * ldn..(i + 1) * ldn];
+            let bce = sum16_map_padded(padded, k, |v| v.max(0.0) + softplus_neg_abs(v));
+            out.nbr.push(bce);
         }
         // Subtract x[a, id(b)] once per distinct target id of each node `a`.
         out.mark.clear();
