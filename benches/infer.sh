@@ -15,7 +15,7 @@ echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
 for r in $(seq "$rounds"); do
   for s in small large; do
     RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1 taskset -c 0 \
-      target/release/examples/kdgat_bench infer --size "$s" --batch 64 --reps 20 2>&1 | grep -v "^data:"
+      target/release/examples/kdgat_bench infer --size "$s" --batch 64 --reps 20 2>/dev/null
   done
 done | tee /dev/stderr | python3 -c '
 import re, sys

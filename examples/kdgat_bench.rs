@@ -265,7 +265,7 @@ fn infer(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .zip(&got)
         .map(|(a, b)| (a.0 - b.0).abs())
         .fold(0f32, f32::max);
-    eprintln!(
+    println!(
         "engine ({}): {same}/{} decisions equal candle's, largest score difference {dmax:.2e}",
         engine.isa().as_str(),
         want.len()
