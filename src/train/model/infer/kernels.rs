@@ -60,6 +60,7 @@ impl Isa {
         }
     }
 
+    /// The name [`Isa::parse`] reads.
     pub fn as_str(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
@@ -68,6 +69,7 @@ impl Isa {
         }
     }
 
+    /// `avx512`, `avx2` or `portable`.
     pub fn parse(s: &str) -> Option<Isa> {
         match s {
             "avx512" => Some(Isa::Avx512),

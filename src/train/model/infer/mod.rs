@@ -109,6 +109,7 @@ impl Engine {
         vgae.cfg.edge_dim == 0 && gat.cfg.edge_dim == 0 && vgae.cfg.num_ids == gat.cfg.num_ids
     }
 
+    /// The instruction set the engine runs with.
     pub fn isa(&self) -> Isa {
         self.isa
     }

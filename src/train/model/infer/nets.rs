@@ -69,6 +69,7 @@ pub struct VgaeBufs {
 }
 
 impl VgaeNet {
+    /// Packs a trained VGAE (BatchNorms folded, `logσ²` dropped: evaluation uses `z = μ`).
     pub fn new(v: &Vgae) -> candle_core::Result<VgaeNet> {
         let (emb, e) = embedding(&v.id_embedding.weight)?;
         let mut encoder = Vec::new();
@@ -219,6 +220,7 @@ pub struct GatBufs {
 }
 
 impl GatNet {
+    /// Packs a trained GAT.
     pub fn new(gat: &Gat) -> candle_core::Result<GatNet> {
         let (emb, e) = embedding(&gat.id_embedding.weight)?;
         let convs = gat
@@ -241,6 +243,7 @@ impl GatNet {
         self.jk
     }
 
+    /// Row stride of `GatBufs::logits`.
     pub fn logit_stride(&self) -> usize {
         self.fc.last().map(|f| f.npad).unwrap_or(0)
     }
@@ -320,6 +323,7 @@ fn layer_norm_params(ln: &LayerNorm) -> candle_core::Result<(Vec<f32>, Vec<f32>)
 }
 
 impl FusionNet {
+    /// Packs a trained fusion model.
     pub fn new(f: &FusionModel) -> candle_core::Result<FusionNet> {
         Ok(match f {
             FusionModel::Dqn(q) => FusionNet::Dqn {
