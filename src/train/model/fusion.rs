@@ -74,7 +74,9 @@ pub fn reward(action: usize, s: &State, y: u8, fn_cost: f32) -> f32 {
 #[inline(always)]
 pub fn state(recon: f32, nbr: f32, canid: f32, z: &[f32], logits: [f32; 2], g: &[f32]) -> State {
     // Sums in eight interleaved f64 lanes combined in a fixed order: deterministic, and not
-    // one long chain of dependent additions (these stats were a twentieth of inference).
+    // one long chain of dependent additions. Plain functions inlined into the caller (the
+    // inference engine compiles its pass per instruction set; a closure would be outlined).
+    #[inline(always)]
     fn sum8(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
         let mut acc = [0f64; 8];
         let chunks = v.chunks_exact(8);
@@ -88,20 +90,23 @@ pub fn state(recon: f32, nbr: f32, canid: f32, z: &[f32], logits: [f32; 2], g: &
         }
         ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }
-    let stats = |v: &[f32]| -> [f32; 4] {
+    #[inline(always)]
+    fn stats(v: &[f32]) -> [f32; 4] {
         if v.is_empty() {
             return [0.0; 4];
         }
         let n = v.len() as f64;
         let mean = sum8(v, |x| x as f64) / n;
         let var = sum8(v, |x| (x as f64 - mean) * (x as f64 - mean)) / n;
+        // Comparisons rather than `f32::max`/`min`: the same results (a NaN is never taken),
+        // and they vectorise.
         let (mut max, mut min) = (f32::NEG_INFINITY, f32::INFINITY);
         for &x in v {
-            max = max.max(x);
-            min = min.min(x);
+            max = if x > max { x } else { max };
+            min = if x < min { x } else { min };
         }
         [mean as f32, var.sqrt() as f32, max, min]
-    };
+    }
     let [zm, zs, zx, zn] = stats(z);
     let [gm, gs, gx, gn] = stats(g);
     let m = logits[0].max(logits[1]);
