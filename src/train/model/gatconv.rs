@@ -74,7 +74,64 @@ pub enum Kernel {
     IndexAdd,
 }
 
-/// The attention edge list of a batch, grouped by target node (CSR), self-loops replaced.
+/// The attention edge list, grouped by target node: every existing `(i, i)` removed, the other
+/// edges in their order of appearance, then one `(i, i)` last among node `i`'s incoming edges.
+/// Shared by [`GatGraph`] and the inference engine, which rebuilds it per batch in place.
+#[derive(Clone, Debug, Default)]
+pub struct Csr {
+    pub num_nodes: usize,
+    /// `dst_ptr[i]..dst_ptr[i+1]` index the edges entering node `i`.
+    pub dst_ptr: Vec<u32>,
+    /// Source node of each edge.
+    pub src: Vec<u32>,
+}
+
+impl Csr {
+    /// Rebuilds the list from window edges `(src, dst)` (batch-global indices), reusing the
+    /// allocations.
+    pub fn rebuild(&mut self, num_nodes: usize, src: &[u32], dst: &[u32]) {
+        self.rebuild_with(num_nodes, src, dst, |_, _| {});
+    }
+
+    /// [`Csr::rebuild`], calling `placed(window edge, slot)` for every edge kept.
+    pub fn rebuild_with(
+        &mut self,
+        num_nodes: usize,
+        src: &[u32],
+        dst: &[u32],
+        mut placed: impl FnMut(usize, usize),
+    ) {
+        self.num_nodes = num_nodes;
+        self.dst_ptr.clear();
+        self.dst_ptr.resize(num_nodes + 1, 0);
+        for (&s, &d) in src.iter().zip(dst) {
+            if s != d {
+                self.dst_ptr[d as usize + 1] += 1;
+            }
+        }
+        for i in 0..num_nodes {
+            self.dst_ptr[i + 1] += self.dst_ptr[i] + 1;
+        }
+        let e = self.dst_ptr[num_nodes] as usize;
+        self.src.clear();
+        self.src.resize(e, 0);
+        let mut fill: Vec<u32> = self.dst_ptr[..num_nodes].to_vec();
+        for (idx, (&s, &d)) in src.iter().zip(dst).enumerate() {
+            if s != d {
+                let p = fill[d as usize] as usize;
+                self.src[p] = s;
+                placed(idx, p);
+                fill[d as usize] += 1;
+            }
+        }
+        for (i, f) in fill.iter().enumerate() {
+            debug_assert_eq!(*f + 1, self.dst_ptr[i + 1]);
+            self.src[*f as usize] = i as u32;
+        }
+    }
+}
+
+/// The attention edge list of a batch ([`Csr`]) with its tensors.
 #[derive(Debug)]
 pub struct GatGraph {
     pub num_nodes: usize,
@@ -101,51 +158,35 @@ impl GatGraph {
         edge_attr: Option<(&[f32], usize)>,
         device: &Device,
     ) -> candle_core::Result<GatGraph> {
-        // Count incoming non-loop edges, then one slot for the self-loop.
-        let mut deg = vec![1u32; num_nodes];
-        for (&s, &d) in src.iter().zip(dst) {
-            if s != d {
-                deg[d as usize] += 1;
-            }
-        }
-        let mut dst_ptr = Vec::with_capacity(num_nodes + 1);
-        dst_ptr.push(0u32);
-        for d in &deg {
-            dst_ptr.push(dst_ptr.last().unwrap() + d);
-        }
-        let e = *dst_ptr.last().unwrap() as usize;
-        let mut out_src = vec![0u32; e];
-        let mut out_dst = vec![0u32; e];
-        let mut fill: Vec<u32> = dst_ptr[..num_nodes].to_vec();
         let k = edge_attr.map(|(_, k)| k).unwrap_or(0);
-        let mut attr = vec![0f32; if k > 0 { e * k } else { 0 }];
-        for (idx, (&s, &d)) in src.iter().zip(dst).enumerate() {
-            if s == d {
-                continue;
-            }
-            let p = fill[d as usize] as usize;
-            out_src[p] = s;
-            out_dst[p] = d;
+        // At most every window edge plus one self-loop per node; cut to size below.
+        let mut attr = vec![0f32; (src.len() + num_nodes) * k];
+        let mut csr = Csr::default();
+        csr.rebuild_with(num_nodes, src, dst, |idx, p| {
             if let Some((a, k)) = edge_attr {
                 attr[p * k..(p + 1) * k].copy_from_slice(&a[idx * k..(idx + 1) * k]);
             }
-            fill[d as usize] += 1;
-        }
+        });
+        let Csr {
+            dst_ptr,
+            src: out_src,
+            ..
+        } = csr;
+        let e = out_src.len();
+        attr.truncate(e * k);
+        let mut out_dst = Vec::with_capacity(e);
         for i in 0..num_nodes {
-            let p = fill[i] as usize;
-            debug_assert_eq!(p + 1, dst_ptr[i + 1] as usize);
-            out_src[p] = i as u32;
-            out_dst[p] = i as u32;
-            if k > 0 {
-                let others = p - dst_ptr[i] as usize;
-                if others > 0 {
-                    for c in 0..k {
-                        let mut acc = 0f32;
-                        for q in dst_ptr[i] as usize..p {
-                            acc += attr[q * k + c];
-                        }
-                        attr[p * k + c] = acc / others as f32;
+            let (start, p) = (dst_ptr[i] as usize, dst_ptr[i + 1] as usize - 1);
+            out_dst.resize(p + 1, i as u32);
+            // The self-loop's features: the mean of the node's other incoming edges'.
+            let others = p - start;
+            if k > 0 && others > 0 {
+                for c in 0..k {
+                    let mut acc = 0f32;
+                    for q in start..p {
+                        acc += attr[q * k + c];
                     }
+                    attr[p * k + c] = acc / others as f32;
                 }
             }
         }

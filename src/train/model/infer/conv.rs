@@ -8,51 +8,8 @@
 //! engine is built ([`Init::Table`]), so the layer's inner dimension drops to 10.
 
 use super::kernels::{ABuf, Init, Isa, NR, Packed, aggregate, fast_exp, heads_of, matmul, sigmoid};
-use crate::train::model::gatconv::GatConv;
+use crate::train::model::gatconv::{Csr, GatConv};
 use crate::train::model::layers::BatchNorm;
-
-/// The attention edge list of a batch, grouped by target (the same list as
-/// [`crate::train::model::gatconv::GatGraph`]: existing self-loops removed, one added per node,
-/// last among the node's incoming edges).
-#[derive(Debug, Default)]
-pub struct Csr {
-    pub num_nodes: usize,
-    /// `dst_ptr[i]..dst_ptr[i+1]` index the edges entering node `i`.
-    pub dst_ptr: Vec<u32>,
-    /// Source node of each edge.
-    pub src: Vec<u32>,
-}
-
-impl Csr {
-    /// Rebuilds the list from window edges `(src, dst)` (batch-global indices), reusing the
-    /// allocations.
-    pub fn rebuild(&mut self, num_nodes: usize, src: &[u32], dst: &[u32]) {
-        self.num_nodes = num_nodes;
-        self.dst_ptr.clear();
-        self.dst_ptr.resize(num_nodes + 1, 0);
-        for (&s, &d) in src.iter().zip(dst) {
-            if s != d {
-                self.dst_ptr[d as usize + 1] += 1;
-            }
-        }
-        for i in 0..num_nodes {
-            self.dst_ptr[i + 1] += self.dst_ptr[i] + 1;
-        }
-        let e = self.dst_ptr[num_nodes] as usize;
-        self.src.clear();
-        self.src.resize(e, 0);
-        let mut fill: Vec<u32> = self.dst_ptr[..num_nodes].to_vec();
-        for (&s, &d) in src.iter().zip(dst) {
-            if s != d {
-                self.src[fill[d as usize] as usize] = s;
-                fill[d as usize] += 1;
-            }
-        }
-        for (i, f) in fill.iter().enumerate() {
-            self.src[*f as usize] = i as u32;
-        }
-    }
-}
 
 /// The layer's activation after the affine epilogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,10 +7,13 @@
 //! initial value (bias or table row), then one fused multiply-add per `k`, in increasing `k`
 //! (`_mm512_fmadd_ps`, `_mm256_fmadd_ps` or `f32::mul_add`: all round once). No path splits
 //! `k` across accumulators, so a row's result is the same bits whatever the ISA, the tile it
-//! falls in or the other rows of the batch. The reductions below ([`sum16`], [`dot16`]) use
-//! sixteen partial sums combined in a fixed tree, which AVX-512 holds in one register and AVX2
-//! in two: same order, same bits. Nothing else contracts `a·b + c` (Rust never does on its
-//! own). So the engine's outputs are bit-identical across ISAs and batch sizes.
+//! falls in or the other rows of the batch. The reductions below ([`sum16_map`],
+//! [`sum16_map_padded`]) use sixteen partial sums combined in a fixed tree, which AVX-512
+//! holds in one register and AVX2 in two: same order, same bits. [`aggregate`] multiplies and
+//! adds separately in a fixed edge order on every path, and [`fast_exp`]/[`softplus_neg_abs`]
+//! fuse explicitly (`mul_add` rounds once everywhere); nothing else contracts `a·b + c` (Rust
+//! never does on its own). So the engine's outputs are bit-identical across ISAs and batch
+//! sizes.
 //!
 //! # `unsafe`
 //! Only the microkernels (`x86` below) use it: raw pointers into buffers whose sizes
@@ -60,22 +63,12 @@ impl Isa {
         }
     }
 
-    /// The name [`Isa::parse`] reads.
+    /// The name used in messages and benchmark output.
     pub fn as_str(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
-        }
-    }
-
-    /// `avx512`, `avx2` or `portable`.
-    pub fn parse(s: &str) -> Option<Isa> {
-        match s {
-            "avx512" => Some(Isa::Avx512),
-            "avx2" => Some(Isa::Avx2),
-            "portable" => Some(Isa::Portable),
-            _ => None,
         }
     }
 }
@@ -94,13 +87,6 @@ impl ABuf {
     pub fn zeros(len: usize) -> ABuf {
         let mut b = ABuf::default();
         b.grow(len);
-        b
-    }
-
-    /// A buffer holding `data`.
-    pub fn from_slice(data: &[f32]) -> ABuf {
-        let mut b = ABuf::zeros(data.len());
-        b.as_mut_slice().copy_from_slice(data);
         b
     }
 
@@ -162,11 +148,6 @@ impl Packed {
             panels,
             bias: b,
         }
-    }
-
-    /// Multiply-adds per row.
-    pub fn macs(&self) -> usize {
-        self.k * self.npad
     }
 }
 
@@ -876,46 +857,6 @@ pub fn max16_padded(v: &[f32], len: usize) -> f32 {
     m
 }
 
-/// `Σ a[i]·b[i]` with sixteen partial sums (no fused multiply-add: same bits on every ISA).
-#[inline(always)]
-pub fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] += x * y;
-    }
-    reduce16(acc)
-}
-
-/// The maximum of `v` (−∞ if empty).
-#[inline(always)]
-pub fn max16(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let chunks = v.chunks_exact(16);
-    let rem = chunks.remainder();
-    for ch in chunks {
-        for l in 0..16 {
-            acc[l] = acc[l].max(ch[l]);
-        }
-    }
-    for (l, &x) in rem.iter().enumerate() {
-        acc[l] = acc[l].max(x);
-    }
-    let mut m = f32::NEG_INFINITY;
-    for x in acc {
-        m = m.max(x);
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1025,9 +966,6 @@ mod tests {
         let v: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
         let s: f32 = v.iter().sum();
         assert!((sum16_map(&v, |x| x) - s).abs() < 1e-4);
-        assert!((dot16(&v, &v) - v.iter().map(|x| x * x).sum::<f32>()).abs() < 1e-2);
-        assert_eq!(max16(&v), 15.0);
-        assert_eq!(max16(&[]), f32::NEG_INFINITY);
         let mut padded = v.clone();
         padded.resize(48, 1e30);
         assert_eq!(

@@ -15,7 +15,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`kernels`] | ISA detection, packed weights, matrix-product microkernels, vector math |
-//! | [`conv`] | the attention edge list and one packed `GATConv` layer |
+//! | [`conv`] | one packed `GATConv` layer (edge softmax, aggregation, epilogue) |
 //! | [`nets`] | the VGAE, GAT and fusion model packed from trained candle models |
 
 // Lane loops index several fixed-size arrays by the same lane, and short copies stay loops
@@ -26,7 +26,7 @@ pub mod conv;
 pub mod kernels;
 pub mod nets;
 
-use conv::Csr;
+use super::gatconv::Csr;
 use kernels::{ABuf, Isa};
 use nets::{FusionNet, GatBufs, GatNet, VgaeBufs, VgaeNet};
 

@@ -2,13 +2,14 @@
 //! embedding, and the fusion model. Each `new` reads a trained candle model; each `forward`
 //! writes into the [`Workspace`](super::Workspace) buffers of one batch.
 
-use super::conv::{Act, Csr, PackedConv};
+use super::conv::{Act, PackedConv};
 use super::kernels::{
     ABuf, Init, Isa, Packed, fast_exp, matmul, max16_padded, softplus_neg_abs, sum16_map,
     sum16_map_padded,
 };
 use crate::train::model::fusion::{FusionModel, NUM_ACTIONS, STATE_DIM, State, fuse};
 use crate::train::model::gat::Gat;
+use crate::train::model::gatconv::Csr;
 use crate::train::model::layers::{LayerNorm, Linear};
 use crate::train::model::vgae::Vgae;
 
