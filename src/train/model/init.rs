@@ -147,6 +147,64 @@ impl ParamStore {
     }
 }
 
+/// Early stopping on a validation key: the best epoch's key and parameters, and how many
+/// counted epochs have passed without improving on it. Shared by the VGAE and GAT trainers.
+pub struct BestEpoch<K> {
+    best: Option<(K, usize, Snapshot)>,
+    bad: usize,
+}
+
+impl<K: Copy> BestEpoch<K> {
+    pub fn new() -> Self {
+        BestEpoch { best: None, bad: 0 }
+    }
+
+    /// Records epoch `epoch` with `key`: if it beats the best so far by `better(key, best)` (the
+    /// first epoch always does) the parameters are snapshotted and the count reset, otherwise
+    /// the epoch counts against the patience when `counts`. Returns whether it improved.
+    pub fn record(
+        &mut self,
+        key: K,
+        epoch: usize,
+        better: impl Fn(K, K) -> bool,
+        counts: bool,
+        store: &ParamStore,
+    ) -> candle_core::Result<bool> {
+        let improved = self.best.as_ref().is_none_or(|(b, _, _)| better(key, *b));
+        if improved {
+            self.best = Some((key, epoch, store.snapshot()?));
+            self.bad = 0;
+        } else if counts {
+            self.bad += 1;
+        }
+        Ok(improved)
+    }
+
+    /// Whether `patience` counted epochs have passed without improvement and epochs remain
+    /// after `epoch` (of `epochs`).
+    pub fn stop(&self, patience: usize, epoch: usize, epochs: usize) -> bool {
+        self.bad >= patience.max(1) && epoch + 1 < epochs
+    }
+
+    /// Restores the best epoch's parameters into `store`: `(key, epoch)`; `None` when no epoch
+    /// ran.
+    pub fn restore(self, store: &ParamStore) -> candle_core::Result<Option<(K, usize)>> {
+        match self.best {
+            Some((key, epoch, snap)) => {
+                store.restore(&snap)?;
+                Ok(Some((key, epoch)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl<K: Copy> Default for BestEpoch<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn sample(init: Init, n: usize, rng: &mut Rng) -> candle_core::Result<Vec<f32>> {
     Ok(match init {
         Init::Const(c) => vec![c as f32; n],

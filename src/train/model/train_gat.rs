@@ -23,7 +23,7 @@ use super::config::{
 };
 use super::curriculum::CurriculumConfig;
 use super::gat::{Gat, GatConfig};
-use super::init::{ParamStore, Snapshot, rng, sub_seed};
+use super::init::{BestEpoch, ParamStore, rng, sub_seed};
 use super::kd::{class_weights, gat_kd_loss, weighted_ce};
 use super::layers::Mode;
 use super::metrics::{Metrics, ThresholdMethod, f1, score_f64};
@@ -252,8 +252,7 @@ pub fn train_gat(
     let mut rng_unk = rng(seed, "unk:gat");
     let mut log = TrainLog::default();
     let mut curriculum = Vec::new();
-    let mut best: Option<((Option<f64>, f64), usize, Snapshot)> = None;
-    let mut bad = 0usize;
+    let mut best = BestEpoch::new();
     let ramp = match cfg.sampling {
         Sampling::Curriculum => cfg.curriculum.ramp_epochs,
         Sampling::None => 0,
@@ -312,13 +311,8 @@ pub fn train_gat(
         }
         let train_loss = loss_sum / seen.max(1) as f64;
         let (vf1, vce, _) = validate(&model, data, &scoring)?;
-        let improved = best.as_ref().is_none_or(|(b, _, _)| better((vf1, vce), *b));
-        if improved {
-            best = Some(((vf1, vce), epoch, store.snapshot()?));
-            bad = 0;
-        } else if epoch >= ramp {
-            bad += 1;
-        }
+        // Epochs of the curriculum ramp do not count against the patience.
+        let improved = best.record((vf1, vce), epoch, better, epoch >= ramp, &store)?;
         let seconds = t0.elapsed().as_secs_f64();
         log.push(LogRow {
             stage: "gat",
@@ -346,16 +340,15 @@ pub fn train_gat(
                 if improved { " best" } else { "" }
             ),
         );
-        if bad >= o.patience.max(1) && epoch + 1 < o.epochs {
+        if best.stop(o.patience, epoch, o.epochs) {
             progress.note(&format!("early stop after epoch {}", epoch + 1));
             break;
         }
     }
     progress.finish();
-    let (best_key, best_epoch, snap) = best.ok_or_else(|| {
+    let (best_key, best_epoch) = best.restore(&store)?.ok_or_else(|| {
         TrainError::Config("`epochs` is 0: the GAT needs at least one epoch".into())
     })?;
-    store.restore(&snap)?;
     let (_, _, p1) = validate(&model, data, &scoring)?;
     let scores: Vec<f64> = p1.iter().map(|&p| score_f64(p)).collect();
     let val = Metrics::compute(&data.val.y, &scores, 0.5, ThresholdMethod::Argmax);

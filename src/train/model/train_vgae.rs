@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::batch::{Scoring, Splits, all};
 use super::config::{Common, Keys, Optimisation, Profile, QUICK_EPOCHS, Size, common, size};
-use super::init::{ParamStore, rng, sub_seed};
+use super::init::{BestEpoch, ParamStore, rng, sub_seed};
 use super::kd::{KdProjection, VgaeKdWeights, vgae_kd_loss};
 use super::layers::Mode;
 use super::metrics::{Metrics, score_f64, vgae_threshold};
@@ -180,8 +180,7 @@ pub fn train_vgae(
         store.num_params()
     ));
     let mut log = TrainLog::default();
-    let mut best: Option<(f64, usize, super::init::Snapshot)> = None;
-    let mut bad = 0usize;
+    let mut best = BestEpoch::new();
     let mut order = normals.clone();
     for epoch in 0..o.epochs {
         let t0 = Instant::now();
@@ -222,13 +221,7 @@ pub fn train_vgae(
         let train_loss = loss_sum / seen.max(1) as f64;
         let val_loss = eval_task_loss(&model, &data.val, &val_normals, &scoring)?;
         let criterion = val_loss.unwrap_or(train_loss);
-        let improved = best.as_ref().is_none_or(|(b, _, _)| criterion < *b);
-        if improved {
-            best = Some((criterion, epoch, store.snapshot()?));
-            bad = 0;
-        } else {
-            bad += 1;
-        }
+        let improved = best.record(criterion, epoch, |a, b| a < b, true, &store)?;
         let seconds = t0.elapsed().as_secs_f64();
         log.push(LogRow {
             stage: "vgae",
@@ -249,16 +242,15 @@ pub fn train_vgae(
                 if improved { " best" } else { "" }
             ),
         );
-        if bad >= o.patience.max(1) && epoch + 1 < o.epochs {
+        if best.stop(o.patience, epoch, o.epochs) {
             progress.note(&format!("early stop after epoch {}", epoch + 1));
             break;
         }
     }
     progress.finish();
-    let (best_criterion, best_epoch, snap) = best.ok_or_else(|| {
+    let (best_criterion, best_epoch) = best.restore(&store)?.ok_or_else(|| {
         TrainError::Config("`epochs` is 0: the VGAE needs at least one epoch".into())
     })?;
-    store.restore(&snap)?;
     let scores: Vec<f64> = scoring
         .vgae_scores(&model, &data.val, &all(&data.val))?
         .iter()
